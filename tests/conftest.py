@@ -1,0 +1,54 @@
+"""Shared fixtures: private redis-server instances.
+
+Nothing here imports the reactor or txredisapi at module level (libraries.md §5: it would
+break ``--reactor=asyncio``); gateway fixtures live in gateway_helpers.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from redis_helpers import RedisServer  # noqa: E402
+
+
+def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    # unix socket paths must stay under 108 bytes (sun_path)
+    path = tmp_path_factory.mktemp(name)
+    assert len(str(path)) < 80, path
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A redis-server shared by the session: TCP on a free port and a unix socket."""
+    server = RedisServer(_short_tmp(tmp_path_factory, "redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_redis(tmp_path_factory: pytest.TempPathFactory):
+    """A redis-server of the test's own, for tests that kill or restart it."""
+    server = RedisServer(_short_tmp(tmp_path_factory, "redisf")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer):
+    """A blocking client of the session's redis-server."""
+    client = redis_server.client()
+    yield client
+    client.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Guard: a test that falls back to the default Redis address (the machine's shared
+    # 127.0.0.1:6379) must fail, not silently use it.
+    os.environ["SSE_OFFLOAD_REDIS"] = "127.0.0.1:1"

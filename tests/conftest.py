@@ -52,3 +52,20 @@ def pytest_configure(config: pytest.Config) -> None:
     # Guard: a test that falls back to the default Redis address (the machine's shared
     # 127.0.0.1:6379) must fail, not silently use it.
     os.environ["SSE_OFFLOAD_REDIS"] = "127.0.0.1:1"
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path):
+    """Start gateway subprocesses; all are stopped at the end of the test."""
+    from gateway_helpers import GatewayProcess
+
+    started: list[GatewayProcess] = []
+
+    def make(rules, *, redis, name: str = "gw", **kwargs) -> GatewayProcess:
+        gw = GatewayProcess(tmp_path / f"{name}{len(started)}", rules, redis=redis, **kwargs)
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()

@@ -1,0 +1,91 @@
+"""Command-line options; every long option is also an ini key of the same name (DESIGN §4.12)."""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from twisted.python import usage
+
+from .redis_address import DEFAULT_ADDRESS
+
+#: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
+DEFAULT_LISTEN: Final = "tcp:9090"
+
+
+def http_socket_endpoint(value: str) -> str:
+    """uWSGI's ``http-socket`` as a Twisted server endpoint string (DESIGN §4.12).
+
+    ``:PORT`` all IPv4 interfaces, ``HOST:PORT``, ``[V6]:PORT``, ``/path`` a unix socket.
+    Raises ValueError for anything else.
+    """
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep or not port.isdigit():
+            raise ValueError(f"expected [IPv6]:PORT, got {value!r}")
+        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+    if ":" in value and not value.startswith("/"):
+        host, _, port = value.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"expected HOST:PORT or :PORT, got {value!r}")
+        return f"tcp:{port}:interface={host or '0.0.0.0'}"
+    if value.startswith("/") or value.startswith("."):
+        return "unix:" + value.replace(":", "\\:")
+    raise ValueError(f"expected :PORT, HOST:PORT, [V6]:PORT or /path, got {value!r}")
+
+
+class Options(usage.Options):
+    """``twistd sse-offload`` options."""
+
+    synopsis = "--rules FILE [--listen ENDPOINT]... [--redis ADDRESS|embedded] [--keepalive S]"
+    longdesc = (
+        "Serve Server-Sent Events streams fed by Redis pub/sub, routed by a uWSGI-style "
+        "rules file. Every option is also an ini key of the same name in the rules file; "
+        "the command line wins."
+    )
+    optParameters = [
+        ["rules", "r", None, "The rules file (uWSGI-style ini, [uwsgi] section). Required."],
+        [
+            "redis", None, None,
+            "Default Redis server: host:port, [v6]:port, /unix/path, redis://, rediss://, "
+            f"unix:// URL, or 'embedded' to start a private redis-server. "
+            f"[default: $SSE_OFFLOAD_REDIS or {DEFAULT_ADDRESS}]",
+        ],
+        [
+            "keepalive", None, None,
+            "Seconds between keepalive comments on idle sse streams; 0 disables. [default: 15]",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, value: str) -> None:
+        """A Twisted server endpoint string (tcp:9090, unix:/run/sse.sock, ssl:...); repeatable.
+        [default: http-socket of the rules file, else tcp:9090]"""
+        self["listen"].append(value)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:  # noqa: N802
+        if not self["rules"]:
+            raise usage.UsageError("--rules is required")
+        if self["keepalive"] is not None:
+            _parse_keepalive(self["keepalive"])
+
+
+def _parse_keepalive(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise usage.UsageError(f"keepalive must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise usage.UsageError(f"keepalive must be >= 0, got {value!r}")
+    return seconds
+
+
+def default_redis() -> str:
+    """The default Redis address: $SSE_OFFLOAD_REDIS (tests point it away from 6379), else 6379."""
+    return os.environ.get("SSE_OFFLOAD_REDIS") or DEFAULT_ADDRESS

@@ -1,0 +1,440 @@
+"""The pub/sub hub: one subscriber connection per Redis server, one SUBSCRIBE per channel.
+
+However many clients listen to a channel, this process holds one subscription for it
+(DESIGN §4.1), refcounted by its listeners: SUBSCRIBE when the first arrives, UNSUBSCRIBE when
+the last leaves. A message is framed once per (mode, wire) group and the same bytes are
+written to every listener of the group; messages that arrive in one Redis read go out as one
+write per listener (DESIGN §3).
+
+The hub owns reconnection (DESIGN §4.4): txredisapi 1.6.0 reconnects on its own but never
+resubscribes and cannot be given a clock (libraries.md §1.4), so the hub runs its own retry
+loop over txredisapi's protocol class and resubscribes every channel that has listeners.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+import hiredis
+import txredisapi
+from twisted.application.service import Service
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from .redis_address import RedisAddress
+from .sse import KEEPALIVE, Mode, frame, http_chunk
+
+# Reconnect backoff (DESIGN §4.4): start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap
+# matches txredisapi's maxDelay; the start is half of its 1 s so a blip costs little.
+BACKOFF_INITIAL: Final = 0.5
+BACKOFF_FACTOR: Final = 1.5
+BACKOFF_JITTER: Final = 0.10
+BACKOFF_MAX: Final = 10.0
+#: Connect timeout for a Redis server; a SYN to a dead host should not stall a retry for long.
+CONNECT_TIMEOUT: Final = 5.0
+#: The keepalive default (DESIGN §4.6); 15 s is nchan's and Mercure's heartbeat interval.
+DEFAULT_KEEPALIVE: Final = 15.0
+
+_CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
+
+
+def backoff_delay(attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry)."""
+    base = min(BACKOFF_MAX, BACKOFF_INITIAL * BACKOFF_FACTOR**min(attempt, 64))
+    return base * (1 + BACKOFF_JITTER * (2 * rand() - 1))
+
+
+def encode_command(*args: bytes) -> bytes:
+    """RESP2 encoding of one command; the hub writes (UN)SUBSCRIBE itself, one channel each."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+class Listener(Protocol):
+    """What the hub writes to: one SSE client (see stream.SSEStream)."""
+
+    mode: Mode
+    chunked: bool
+    wrote: bool
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` (already framed for this listener's mode and wire) to the client."""
+
+
+GroupKey = tuple[Mode, bool]
+
+
+class Channel:
+    """The listeners of one channel on one server, grouped by (mode, chunked wire)."""
+
+    __slots__ = ("groups", "name")
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.groups: dict[GroupKey, dict[Listener, None]] = {}
+
+    def add(self, listener: Listener) -> None:
+        key = (listener.mode, listener.chunked)
+        self.groups.setdefault(key, {})[listener] = None
+
+    def remove(self, listener: Listener) -> None:
+        key = (listener.mode, listener.chunked)
+        group = self.groups.get(key)
+        if group is not None:
+            group.pop(listener, None)
+            if not group:
+                del self.groups[key]
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def deliver(self, payloads: list[bytes]) -> None:
+        """Frame ``payloads`` once per group and write the same bytes to each listener."""
+        framed: dict[Mode, bytes] = {}
+        for (mode, chunked), group in tuple(self.groups.items()):
+            body = framed.get(mode)
+            if body is None:
+                body = framed[mode] = frame(payloads, mode)
+            if not body:
+                continue
+            data = http_chunk(body) if chunked else body
+            # A snapshot: a write may abort a slow listener, which removes it from the group.
+            for listener in tuple(group):
+                listener.send(data)
+
+
+class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    """txredisapi's subscriber protocol (AUTH, SELECT, PING), fed by our own hiredis reader.
+
+    Every complete reply in a read is handled (DESIGN §4.2); messages of one read are handed
+    to the server as one batch. (Un)subscribe confirmations are consumed here, so the
+    multi-channel desync of txredisapi's reply queue (libraries.md §1.2) cannot occur.
+    """
+
+    server: RedisServerConnection
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._hub_reader = hiredis.Reader(
+            protocolError=txredisapi.InvalidData, replyError=txredisapi.ResponseError
+        )
+
+    def connectionMade(self) -> defer.Deferred[object]:  # noqa: N802 (Twisted API)
+        d: defer.Deferred[object] = super().connectionMade()
+        d.addCallback(self._auth_done)
+        d.addErrback(self.server.log_failure, "redis connection set-up failed")
+        return d
+
+    def _auth_done(self, _: object) -> None:
+        if self._ready:
+            self.server.connection_ready(self)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        super().connectionLost(reason)
+        self.server.connection_lost(self, reason)
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:  # noqa: N802
+        reader = self._hub_reader
+        reader.feed(data)
+        batch: list[tuple[bytes, bytes]] = []
+        while True:
+            try:
+                reply = reader.gets()
+            except txredisapi.InvalidData as e:
+                self.server.log.error(
+                    "protocol error from redis {server}: {error}", server=self.server, error=e
+                )
+                self.transport.abortConnection()
+                break
+            if reply is False:
+                break
+            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                batch.append((reply[1], reply[2]))
+            else:
+                self._other_reply(reply)
+        if batch:
+            self.server.deliver(batch)
+
+    def _other_reply(self, reply: object) -> None:
+        if type(reply) is list and reply and reply[0] in (b"subscribe", b"unsubscribe"):
+            return
+        if isinstance(reply, txredisapi.ResponseError) and not self.replyQueue.waiting:
+            self.server.log.error(
+                "redis {server} answered with an error: {error}", server=self.server, error=reply
+            )
+            return
+        self.replyQueue.put(reply)
+
+    def write_commands(self, commands: Iterable[bytes]) -> None:
+        data = b"".join(commands)
+        if data:
+            self.transport.write(data)
+
+
+class _HubFactory(protocol.Factory):
+    """Builds hub protocols with the settings txredisapi's factories would give them."""
+
+    protocol = _HubProtocol
+    # Attributes txredisapi's protocol reads from its factory on AUTH/SELECT failure.
+    isLazy = False
+
+    def __init__(self, server: RedisServerConnection) -> None:
+        self.server = server
+
+    def buildProtocol(self, addr: object) -> _HubProtocol:  # noqa: N802
+        a = self.server.address
+        p = _HubProtocol(
+            charset=None,
+            convertNumbers=False,
+            password=a.password,
+            username=a.username,
+            # pub/sub channels span every logical database: never SELECT (libraries.md §1.3)
+            dbid=None,
+            replyTimeout=None,
+        )
+        p.factory = self
+        p.server = self.server
+        return p
+
+    def stopTrying(self) -> None:  # noqa: N802
+        """txredisapi calls this when AUTH fails; the hub keeps retrying with backoff."""
+
+    def connectionError(self, message: str) -> None:  # noqa: N802
+        self.server.log.error("redis {server}: {message}", server=self.server, message=message)
+
+
+def client_endpoint(reactor: object, address: RedisAddress) -> IStreamClientEndpoint:
+    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate)."""
+    if address.kind == "unix":
+        return UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
+    endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=CONNECT_TIMEOUT)
+    if address.kind == "tls":
+        return wrapClientTLS(optionsForClientTLS(address.host), endpoint)
+    return endpoint
+
+
+class RedisServerConnection:
+    """One Redis server: its subscriber connection, retry loop and channels."""
+
+    log = Logger()
+
+    def __init__(self, hub: Hub, address: RedisAddress) -> None:
+        self.hub = hub
+        self.address = address
+        self.channels: dict[bytes, Channel] = {}
+        self.protocol: _HubProtocol | None = None
+        self._factory = _HubFactory(self)
+        self._attempt = 0
+        self._retry: object | None = None
+        self._connecting: defer.Deferred[object] | None = None
+        self._running = False
+        self._down_logged = False
+        self.connections_made = 0
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    # --- life cycle -------------------------------------------------------------------
+    def start(self) -> None:
+        if not self._running:
+            self._running = True
+            self._connect()
+
+    def stop(self) -> defer.Deferred[None]:
+        self._running = False
+        if self._retry is not None and self._retry.active():  # type: ignore[attr-defined]
+            self._retry.cancel()  # type: ignore[attr-defined]
+        self._retry = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self.protocol is not None:
+            p, self.protocol = self.protocol, None
+            done: defer.Deferred[None] = defer.Deferred()
+            p.whenDisconnected().addBoth(lambda _: done.callback(None))
+            p.transport.loseConnection()
+            return done
+        return defer.succeed(None)
+
+    def _connect(self) -> None:
+        self._retry = None
+        if not self._running:
+            return
+        endpoint = client_endpoint(self.hub.reactor, self.address)
+        d = endpoint.connect(self._factory)
+        self._connecting = d
+        d.addCallbacks(self._connected, self._connect_failed)
+
+    def _connected(self, _: object) -> None:
+        self._connecting = None
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(defer.CancelledError) or not self._running:
+            return
+        self._log_down(failure.getErrorMessage())
+        self._schedule_retry()
+
+    def _schedule_retry(self) -> None:
+        if not self._running or self._retry is not None:
+            return
+        delay = backoff_delay(self._attempt)
+        self._attempt += 1
+        self._retry = self.hub.clock.callLater(delay, self._connect)
+
+    def _log_down(self, why: str) -> None:
+        if self._down_logged:
+            return
+        self._down_logged = True
+        hint = ""
+        if self.hub.is_implicit_default(self.address):
+            hint = " (nothing configured with --redis; start one, or use --redis embedded)"
+        self.log.warn(
+            "cannot reach redis {server}: {why}; retrying with backoff, streams wait{hint}",
+            server=self, why=why, hint=hint,
+        )
+
+    def connection_ready(self, p: _HubProtocol) -> None:
+        """AUTH done: resubscribe every channel with listeners."""
+        if not self._running:
+            p.transport.loseConnection()
+            return
+        self.protocol = p
+        self._attempt = 0
+        self._down_logged = False
+        self.connections_made += 1
+        p.write_commands(encode_command(b"SUBSCRIBE", ch) for ch in self.channels)
+        self.log.info(
+            "connected to redis {server}; subscribed {count} channel(s)",
+            server=self, count=len(self.channels),
+        )
+
+    def connection_lost(self, p: _HubProtocol, reason: Failure) -> None:
+        if self.protocol is p:
+            self.protocol = None
+            if self._running:
+                self.log.warn(
+                    "lost redis {server}: {why}; reconnecting, {count} channel(s) wait",
+                    server=self, why=reason.getErrorMessage(), count=len(self.channels),
+                )
+        self._schedule_retry()
+
+    def log_failure(self, failure: Failure, why: str) -> None:
+        self.log.failure("{why} ({server})", failure, why=why, server=self)
+
+    # --- channels ----------------------------------------------------------------------
+    def add(self, channel: bytes, listener: Listener) -> None:
+        ch = self.channels.get(channel)
+        if ch is None:
+            ch = self.channels[channel] = Channel(channel)
+            if self.protocol is not None:
+                self.protocol.write_commands([encode_command(b"SUBSCRIBE", channel)])
+        ch.add(listener)
+
+    def remove(self, channel: bytes, listener: Listener) -> None:
+        ch = self.channels.get(channel)
+        if ch is None:
+            return
+        ch.remove(listener)
+        if not ch.groups:
+            del self.channels[channel]
+            # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
+            if self.protocol is not None:
+                self.protocol.write_commands([encode_command(b"UNSUBSCRIBE", channel)])
+
+    def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
+        channels = self.channels
+        if len(batch) == 1:
+            name, payload = batch[0]
+            ch = channels.get(name)
+            if ch is not None:
+                ch.deliver([payload])
+            return
+        by_channel: dict[bytes, list[bytes]] = {}
+        for name, payload in batch:
+            by_channel.setdefault(name, []).append(payload)
+        for name, payloads in by_channel.items():
+            ch = channels.get(name)
+            if ch is not None:
+                ch.deliver(payloads)
+
+    def listeners(self) -> Iterable[Listener]:
+        for ch in self.channels.values():
+            for group in ch.groups.values():
+                yield from group
+
+
+class Hub(Service):
+    """All Redis servers this process subscribes on, and the keepalive timer of all streams."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        default_address: RedisAddress | None = None,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        implicit_default: bool = False,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.default_address = default_address
+        self.keepalive = keepalive
+        self.servers: dict[tuple[object, ...], RedisServerConnection] = {}
+        self._implicit_default = implicit_default
+        self._keepalive_call: object | None = None
+
+    def is_implicit_default(self, address: RedisAddress) -> bool:
+        return (
+            self._implicit_default
+            and self.default_address is not None
+            and address.key == self.default_address.key
+        )
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        if self.default_address is not None:
+            self.server(self.default_address)  # connect now: the log says at once if it is down
+        for server in self.servers.values():
+            server.start()
+        if self.keepalive > 0:
+            self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+
+    def stopService(self) -> defer.Deferred[object]:  # noqa: N802
+        super().stopService()
+        if self._keepalive_call is not None and self._keepalive_call.active():  # type: ignore[attr-defined]
+            self._keepalive_call.cancel()  # type: ignore[attr-defined]
+        self._keepalive_call = None
+        return defer.DeferredList([s.stop() for s in self.servers.values()])  # type: ignore[return-value]
+
+    def server(self, address: RedisAddress) -> RedisServerConnection:
+        """The connection for ``address``, created (and started, if running) on first use."""
+        server = self.servers.get(address.key)
+        if server is None:
+            server = self.servers[address.key] = RedisServerConnection(self, address)
+            if self.running:
+                server.start()
+        return server
+
+    def subscribe(self, address: RedisAddress, channel: bytes, listener: Listener) -> Callable[[], None]:
+        """Add ``listener`` to ``channel`` on ``address``; returns the function that removes it."""
+        server = self.server(address)
+        server.add(channel, listener)
+        return lambda: server.remove(channel, listener)
+
+    def _keepalive_tick(self) -> None:
+        """One timer for every stream: a comment to each ``sse`` stream idle since the last tick."""
+        for server in self.servers.values():
+            for listener in list(server.listeners()):
+                if listener.mode is Mode.SSE and not listener.wrote:
+                    listener.send(_CHUNKED_KEEPALIVE if listener.chunked else KEEPALIVE)
+                listener.wrote = False
+        self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)

@@ -1,0 +1,145 @@
+"""Redis server addresses (DESIGN §4.8, §4.10): parsing, identity, and client endpoints.
+
+Accepted forms, the original plugin's first:
+
+- ``host:port`` (IPv4, host names), ``[v6]:port``, ``:port`` (loopback);
+- a unix socket path (anything without ``:``, as uWSGI reads it), ``@name`` for the Linux
+  abstract namespace;
+- ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS, certificates
+  verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+#: The original plugin's default server (seed-behaviour §1.2.6).
+DEFAULT_ADDRESS: Final = "127.0.0.1:6379"
+DEFAULT_PORT: Final = 6379
+
+
+class AddressError(ValueError):
+    """A Redis address that cannot be understood; the message says which form was expected."""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where a Redis server is, and how to log in. ``key`` identifies a shared connection."""
+
+    kind: str  # "tcp", "tls" or "unix"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int | None = None
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Subscriber connections are shared per key; the db does not matter to pub/sub."""
+        return (self.kind, self.host.lower(), self.port, self.path, self.username, self.password)
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return self.path
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        prefix = "rediss://" if self.kind == "tls" else ""
+        return f"{prefix}{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """A ``redis://``/``rediss://``/``unix://`` URL (for mules' ``REDIS_URL``)."""
+        auth = ""
+        if self.password is not None:
+            auth = f"{self.username or ''}:{self.password}@"
+        if self.kind == "unix":
+            query = f"?db={self.db}" if self.db is not None else ""
+            return f"unix://{auth}{self.path}{query}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        db = f"/{self.db}" if self.db is not None else ""
+        scheme = "rediss" if self.kind == "tls" else "redis"
+        return f"{scheme}://{auth}{host}:{self.port}{db}"
+
+    def client_endpoint_description(self) -> str:
+        """Human-readable target for log lines."""
+        return str(self)
+
+
+def _port(text: str, original: str) -> int:
+    if not text:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise AddressError(f"invalid port {text!r} in Redis address {original!r}")
+    return int(text)
+
+
+def _db(text: str, original: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit():
+        raise AddressError(f"invalid db {text!r} in Redis address {original!r}")
+    return int(text)
+
+
+def parse_address(text: str) -> RedisAddress:
+    """Parse one address in any of the forms above; raises AddressError."""
+    original = text
+    if not text:
+        raise AddressError("empty Redis address")
+    if "\x00" in text[1:]:
+        raise AddressError(f"NUL byte in Redis address {original!r}")
+    lowered = text.lower()
+    if lowered.startswith(("redis://", "rediss://")):
+        parts = urlsplit(text)
+        if not parts.hostname:
+            raise AddressError(f"no host in Redis URL {original!r} (expected redis://host:port)")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError as e:
+            raise AddressError(f"invalid port in Redis URL {original!r}") from e
+        query = parse_qs(parts.query)
+        password = unquote(parts.password) if parts.password is not None else None
+        if password is None and "password" in query:
+            password = query["password"][0]
+        return RedisAddress(
+            kind="tls" if lowered.startswith("rediss") else "tcp",
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=password,
+            db=_db(parts.path.lstrip("/") or query.get("db", [""])[0], original),
+        )
+    if lowered.startswith("unix://"):
+        parts = urlsplit(text)
+        if not parts.path:
+            raise AddressError(f"no path in Redis URL {original!r} (expected unix:///path)")
+        query = parse_qs(parts.query)
+        password = unquote(parts.password) if parts.password is not None else None
+        if password is None and "password" in query:
+            password = query["password"][0]
+        return RedisAddress(
+            kind="unix",
+            path=parts.path,
+            username=unquote(parts.username) if parts.username else None,
+            password=password,
+            db=_db(query.get("db", [""])[0], original),
+        )
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise AddressError(f"expected [IPv6]:port, got {original!r}")
+        return RedisAddress(kind="tcp", host=host, port=_port(rest[1:], original))
+    if ":" in text:
+        # uWSGI: text before the first ':' is the host; an empty host means this machine.
+        host, _, port = text.partition(":")
+        if ":" in port:
+            raise AddressError(
+                f"ambiguous Redis address {original!r}: write IPv6 as [addr]:port"
+            )
+        return RedisAddress(kind="tcp", host=host or "127.0.0.1", port=_port(port, original))
+    if text.startswith("@"):
+        return RedisAddress(kind="unix", path="\0" + text[1:])
+    return RedisAddress(kind="unix", path=os.path.abspath(text))

@@ -1,0 +1,139 @@
+"""The hub in-process: shared subscriptions against a real redis-server, keepalive on a Clock."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+
+from sse_offload.pubsub import BACKOFF_MAX, Hub, backoff_delay
+from sse_offload.redis_address import parse_address
+from sse_offload.sse import Mode
+
+
+class RecordingListener:
+    """A listener that records what the hub writes (the stream layer is tested elsewhere)."""
+
+    def __init__(self, mode: Mode = Mode.SSE, chunked: bool = False) -> None:
+        self.mode = mode
+        self.chunked = chunked
+        self.wrote = False
+        self.received: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.received.append(data)
+        self.wrote = True
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    from twisted.internet import reactor
+
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.02)
+    raise AssertionError("timed out")
+
+
+@pytest_twisted.ensureDeferred
+async def test_thousand_listeners_share_one_subscription_and_leave_no_state(redis_server, redis):
+    from twisted.internet import reactor
+
+    address = parse_address(redis_server.address)
+    hub = Hub(reactor, address, keepalive=0)
+    hub.startService()
+    try:
+        listeners = [RecordingListener() for _ in range(1000)]
+        removers = [hub.subscribe(address, b"shared", lst) for lst in listeners]
+        await _until(lambda: redis.numsub("shared") == 1)
+        redis.publish("shared", "hello")
+        await _until(lambda: all(lst.received for lst in listeners))
+        # framed once: every listener got the very same bytes object
+        assert len({id(lst.received[0]) for lst in listeners}) == 1
+        assert listeners[0].received == [b"data: hello\n\n"]
+        for remove in removers:
+            remove()
+        await _until(lambda: redis.numsub("shared") == 0)
+        assert hub.server(address).channels == {}
+    finally:
+        await hub.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_groups_by_mode_and_wire(redis_server, redis):
+    from twisted.internet import reactor
+
+    address = parse_address(redis_server.address)
+    hub = Hub(reactor, address, keepalive=0)
+    hub.startService()
+    try:
+        sse_chunked = RecordingListener(Mode.SSE, chunked=True)
+        sse_bare = RecordingListener(Mode.SSE)
+        raw = RecordingListener(Mode.RAW)
+        removers = [hub.subscribe(address, b"g", x) for x in (sse_chunked, sse_bare, raw)]
+        await _until(lambda: redis.numsub("g") == 1)
+        redis.publish("g", "a\nb")
+        await _until(lambda: sse_chunked.received and sse_bare.received and raw.received)
+        assert sse_bare.received == [b"data: a\ndata: b\n\n"]
+        assert sse_chunked.received == [b"11\r\ndata: a\ndata: b\n\n\r\n"]
+        assert raw.received == [b"a\nb"]
+        for remove in removers:
+            remove()
+    finally:
+        await hub.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resubscribe_while_unsubscribe_in_flight_keeps_the_channel(redis_server, redis):
+    """Leave and come back before Redis answers: the later SUBSCRIBE wins (commands are ordered)."""
+    from twisted.internet import reactor
+
+    address = parse_address(redis_server.address)
+    hub = Hub(reactor, address, keepalive=0)
+    hub.startService()
+    try:
+        await _until(lambda: hub.server(address).protocol is not None)
+        first = RecordingListener()
+        remove = hub.subscribe(address, b"flip", first)
+        remove()
+        second = RecordingListener()
+        remove2 = hub.subscribe(address, b"flip", second)
+        await _until(lambda: redis.numsub("flip") == 1)
+        redis.publish("flip", "x")
+        await _until(lambda: second.received)
+        assert first.received == []
+        remove2()
+    finally:
+        await hub.stopService()
+
+
+def test_keepalive_only_to_idle_sse_listeners() -> None:
+    clock = task.Clock()
+    address = parse_address("/nonexistent/redis.sock")
+    hub = Hub(clock, None, keepalive=15, clock=clock)
+    hub.startService()
+    server = hub.server(address)
+    idle_sse, busy_sse = RecordingListener(Mode.SSE), RecordingListener(Mode.SSE, chunked=True)
+    idle_raw = RecordingListener(Mode.RAW)
+    for lst in (idle_sse, busy_sse, idle_raw):
+        server.add(b"k", lst)
+    idle_chunked = RecordingListener(Mode.SSE, chunked=True)
+    server.add(b"k", idle_chunked)
+    clock.advance(10)
+    busy_sse.send(b"x")
+    clock.advance(5)  # first tick at 15 s
+    assert idle_sse.received == [b":\n\n"]
+    assert idle_chunked.received == [b"3\r\n:\n\n\r\n"]
+    assert busy_sse.received == [b"x"]
+    assert idle_raw.received == []
+    clock.advance(15)  # nothing written since the last tick: all sse listeners get one
+    assert busy_sse.received == [b"x", b"3\r\n:\n\n\r\n"]
+    hub.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_backoff_grows_by_half_with_ten_percent_jitter(attempt: int) -> None:
+    base = min(BACKOFF_MAX, 0.5 * 1.5**attempt)
+    assert backoff_delay(attempt, rand=lambda: 0.0) == pytest.approx(base * 0.9)
+    assert backoff_delay(attempt, rand=lambda: 1.0) == pytest.approx(base * 1.1)

@@ -1,0 +1,70 @@
+"""Redis address forms (DESIGN §4.8) and connection identity (§4.10)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sse_offload.redis_address import AddressError, RedisAddress, parse_address
+
+CASES = [
+    ("127.0.0.1:6379", RedisAddress("tcp", "127.0.0.1", 6379)),
+    ("127.0.0.1:4040", RedisAddress("tcp", "127.0.0.1", 4040)),
+    ("localhost:6380", RedisAddress("tcp", "localhost", 6380)),
+    (":6379", RedisAddress("tcp", "127.0.0.1", 6379)),
+    ("[::1]:6379", RedisAddress("tcp", "::1", 6379)),
+    ("/tmp/redis.sock", RedisAddress("unix", path="/tmp/redis.sock")),
+    ("@abstract", RedisAddress("unix", path="\0abstract")),
+    ("redis://h:7000/3", RedisAddress("tcp", "h", 7000, db=3)),
+    ("redis://:secret@h", RedisAddress("tcp", "h", 6379, password="secret")),
+    ("redis://user:pw@h:1", RedisAddress("tcp", "h", 1, username="user", password="pw")),
+    ("rediss://h:6380", RedisAddress("tls", "h", 6380)),
+    ("redis://[::1]:6380", RedisAddress("tcp", "::1", 6380)),
+    ("unix:///run/r.sock?db=2", RedisAddress("unix", path="/run/r.sock", db=2)),
+    ("unix://:pw@/run/r.sock", RedisAddress("unix", path="/run/r.sock", password="pw")),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_address_forms(text: str, expected: RedisAddress) -> None:
+    assert parse_address(text) == expected
+
+
+def test_relative_unix_path_is_resolved_against_cwd() -> None:
+    assert parse_address("r.sock").path == os.path.join(os.getcwd(), "r.sock")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "h:notaport", "h:70000", "[::1", "redis://", "1:2:3", "unix://", "redis://h/x"]
+)
+def test_bad_addresses_raise_address_error(text: str) -> None:
+    with pytest.raises(AddressError):
+        parse_address(text)
+
+
+def test_db_does_not_change_the_shared_connection_key() -> None:
+    assert parse_address("redis://h:1/0").key == parse_address("redis://h:1/5").key
+    assert parse_address("h:1").key == parse_address("redis://h:1").key
+
+
+def test_credentials_change_the_key() -> None:
+    assert parse_address("redis://:a@h:1").key != parse_address("redis://:b@h:1").key
+
+
+def test_url_round_trips() -> None:
+    for text, _ in CASES:
+        if text.startswith("@"):
+            continue  # an abstract socket has no URL form
+        a = parse_address(text)
+        assert parse_address(a.url) == a
+
+
+@given(st.text())
+def test_any_text_parses_or_raises_address_error(text: str) -> None:
+    try:
+        parse_address(text)
+    except AddressError:
+        pass

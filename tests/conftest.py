@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_helpers import RedisServer  # noqa: E402
+from redis_helpers import RedisServer
 
 
 def _short_tmp(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:

@@ -91,7 +91,9 @@ class GatewayProcess:
         assert self.proc is not None
         if self.proc.poll() is not None:
             out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-            raise AssertionError(f"gateway exited with {self.proc.returncode}:\n{out}\n{self.log()}")
+            raise AssertionError(
+                f"gateway exited with {self.proc.returncode}:\n{out}\n{self.log()}"
+            )
         return _port_open(self.port)
 
     def log(self) -> str:

@@ -6,8 +6,9 @@ import os
 import shutil
 
 import pytest
-from gateway_helpers import REPO
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+from gateway_helpers import REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

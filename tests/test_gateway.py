@@ -10,6 +10,7 @@ import os
 import subprocess
 
 import pytest
+
 from gateway_helpers import twistd_path, wait_numsub
 from redis_helpers import wait_for
 from sse_client import SSEClient
@@ -179,7 +180,9 @@ def test_client_disconnect_unsubscribes(gateway, redis) -> None:
     wait_numsub(redis, "clock", 0)
 
 
-def test_explicit_servers_by_unix_socket_and_host_port(gateway_factory, redis_server, redis) -> None:
+def test_explicit_servers_by_unix_socket_and_host_port(
+    gateway_factory, redis_server, redis
+) -> None:
     rules = f"""\
         [uwsgi]
         route = ^/unix sse:server={redis_server.unix_path},subscribe=x

@@ -69,7 +69,7 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
-    def postOptions(self) -> None:  # noqa: N802
+    def postOptions(self) -> None:
         if not self["rules"]:
             raise usage.UsageError("--rules is required")
         if self["keepalive"] is not None:

@@ -127,7 +127,7 @@ class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
             protocolError=txredisapi.InvalidData, replyError=txredisapi.ResponseError
         )
 
-    def connectionMade(self) -> defer.Deferred[object]:  # noqa: N802 (Twisted API)
+    def connectionMade(self) -> defer.Deferred[object]:
         d: defer.Deferred[object] = super().connectionMade()
         d.addCallback(self._auth_done)
         d.addErrback(self.server.log_failure, "redis connection set-up failed")
@@ -137,11 +137,11 @@ class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
         if self._ready:
             self.server.connection_ready(self)
 
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self.server.connection_lost(self, reason)
 
-    def dataReceived(self, data: bytes, unpause: bool = False) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
         reader = self._hub_reader
         reader.feed(data)
         batch: list[tuple[bytes, bytes]] = []
@@ -189,7 +189,7 @@ class _HubFactory(protocol.Factory):
     def __init__(self, server: RedisServerConnection) -> None:
         self.server = server
 
-    def buildProtocol(self, addr: object) -> _HubProtocol:  # noqa: N802
+    def buildProtocol(self, addr: object) -> _HubProtocol:
         a = self.server.address
         p = _HubProtocol(
             charset=None,
@@ -204,10 +204,10 @@ class _HubFactory(protocol.Factory):
         p.server = self.server
         return p
 
-    def stopTrying(self) -> None:  # noqa: N802
+    def stopTrying(self) -> None:
         """txredisapi calls this when AUTH fails; the hub keeps retrying with backoff."""
 
-    def connectionError(self, message: str) -> None:  # noqa: N802
+    def connectionError(self, message: str) -> None:
         self.server.log.error("redis {server}: {message}", server=self.server, message=message)
 
 
@@ -399,7 +399,7 @@ class Hub(Service):
             and address.key == self.default_address.key
         )
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         super().startService()
         if self.default_address is not None:
             self.server(self.default_address)  # connect now: the log says at once if it is down
@@ -408,10 +408,11 @@ class Hub(Service):
         if self.keepalive > 0:
             self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
 
-    def stopService(self) -> defer.Deferred[object]:  # noqa: N802
+    def stopService(self) -> defer.Deferred[object]:
         super().stopService()
-        if self._keepalive_call is not None and self._keepalive_call.active():  # type: ignore[attr-defined]
-            self._keepalive_call.cancel()  # type: ignore[attr-defined]
+        call = self._keepalive_call
+        if call is not None and call.active():  # type: ignore[attr-defined]
+            call.cancel()  # type: ignore[attr-defined]
         self._keepalive_call = None
         return defer.DeferredList([s.stop() for s in self.servers.values()])  # type: ignore[return-value]
 
@@ -424,7 +425,9 @@ class Hub(Service):
                 server.start()
         return server
 
-    def subscribe(self, address: RedisAddress, channel: bytes, listener: Listener) -> Callable[[], None]:
+    def subscribe(
+        self, address: RedisAddress, channel: bytes, listener: Listener
+    ) -> Callable[[], None]:
         """Add ``listener`` to ``channel`` on ``address``; returns the function that removes it."""
         server = self.server(address)
         server.add(channel, listener)

@@ -8,7 +8,7 @@ split on ``\\n`` only and let ``\\r`` through. An empty payload sends nothing, a
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 from typing import Final
 
 # One pattern, compiled once: the three SSE line terminators (WHATWG HTML §9.2.5).
@@ -18,7 +18,7 @@ _LINE_BREAK: Final = re.compile(rb"\r\n|\r|\n")
 KEEPALIVE: Final = b":\n\n"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """How a Redis payload becomes stream bytes: ``sse`` frames it, ``sseraw`` passes it."""
 
     SSE = "sse"

@@ -70,29 +70,31 @@ class SSEStream:
             # What was queued *before* this message counts, so one large message still
             # reaches a client that was keeping up.
             if self.queued > self.max_queued:
-                self.abort("slow client: more than {max} bytes queued".format(max=self.max_queued))
+                self.abort(f"slow client: more than {self.max_queued} bytes queued")
                 return
             self.queued += len(data)
         self._write(data)
         self.wrote = True
 
     # IPushProducer
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.paused = True
         self.queued = 0
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.paused = False
         self.queued = 0
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         pass
 
     def abort(self, why: str) -> None:
         """Drop the client at once (no flush of its backlog)."""
         if self.closed:
             return
-        self.log.info("closing stream of {peer}: {why}", peer=self.request.getClientAddress(), why=why)
+        self.log.info(
+            "closing stream of {peer}: {why}", peer=self.request.getClientAddress(), why=why
+        )
         self._detach()
         transport = self.request.channel.transport if self.request.channel else None
         if transport is not None:

@@ -11,10 +11,11 @@ from typing import NoReturn
 
 from twisted.application import service, strports
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 
 from .config import Config, RulesError, load_rules
-from .embedded_redis import EmbeddedRedis
+from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .mules import Mule
 from .options import DEFAULT_LISTEN, Options, _parse_keepalive, default_redis, http_socket_endpoint
 from .pubsub import DEFAULT_KEEPALIVE, Hub
@@ -40,12 +41,27 @@ class GatewayService(service.MultiService):
         self.hub = hub
         self.embedded = embedded
 
-    def startService(self) -> None:  # noqa: N802
+    def startService(self) -> None:
         service.Service.startService(self)
+        waiting: list[service.IService] = []
         for child in self:
+            if self.embedded is not None and isinstance(child, Hub | Mule):
+                waiting.append(child)  # started once the embedded server answers
+                continue
             child.startService()
             if child is self.embedded:
                 self._bind_embedded(child)
+        if self.embedded is not None:
+            self.embedded.ready.addBoth(self._embedded_ready, waiting)
+
+    def _embedded_ready(self, result: object, waiting: list[service.IService]) -> None:
+        if not self.running:
+            return
+        if isinstance(result, Failure):
+            log.error("embedded redis: {error}; starting anyway, streams wait for it",
+                      error=result.getErrorMessage())
+        for child in waiting:
+            child.startService()
 
     def _bind_embedded(self, embedded: EmbeddedRedis) -> None:
         address = parse_address(embedded.address)
@@ -57,7 +73,8 @@ class GatewayService(service.MultiService):
         if self.embedded is not None:
             return self.embedded.mule_environment()
         a = self.gateway.default_address
-        return {"REDIS_URL": a.url, "REDIS_SERVER": str(a) if a.kind != "tls" else f"{a.host}:{a.port}"}
+        server = f"{a.host}:{a.port}" if a.kind == "tls" else str(a)
+        return {"REDIS_URL": a.url, "REDIS_SERVER": server}
 
 
 def _listen_endpoints(options: Options, config: Config) -> list[str]:
@@ -74,7 +91,7 @@ def _listen_endpoints(options: Options, config: Config) -> list[str]:
     return [DEFAULT_LISTEN]
 
 
-def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd API)
+def makeService(options: Options) -> service.MultiService:
     """Parse the rules and build the service tree; exits with the message on a config error."""
     from twisted.internet import reactor
 
@@ -94,7 +111,10 @@ def makeService(options: Options) -> service.MultiService:  # noqa: N802 (twistd
 
     embedded: EmbeddedRedis | None = None
     if redis_option == "embedded":
-        embedded = EmbeddedRedis(reactor)
+        try:
+            embedded = EmbeddedRedis(reactor)
+        except EmbeddedRedisError as e:
+            _fail(f"--redis embedded: {e}")
         # Replaced by the embedded server's socket as soon as it starts.
         default_address = parse_address(default_redis())
     else:

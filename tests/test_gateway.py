@@ -233,6 +233,8 @@ def test_static_map_serves_files_and_never_outside(gateway_factory, redis_server
         ("/files/../secret.txt", 404),
         ("/files/%2e%2e/secret.txt", 404),
         ("/files/sub", 404),
+        ("/files/index.html%00.txt", 404),
+        ("/files/%zz", 404),
         ("/files/", 404),
     ):
         c = SSEClient(gw.port, path)

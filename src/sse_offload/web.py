@@ -171,6 +171,8 @@ class GatewayResource(resource.Resource):
 
 def _static_target(mapping: StaticMap, rest: str) -> str | None:
     """The file a static-map serves for ``rest`` of the path, never outside the mapped path."""
+    if "\0" in rest:
+        return None  # a %00 in the URL: no file has that name
     base = os.path.realpath(mapping.path)
     if os.path.isfile(base):
         return base  # a mount mapped to a file serves it for every path with the prefix

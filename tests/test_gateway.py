@@ -307,3 +307,16 @@ def test_default_redis_is_never_the_shared_one(gateway_factory) -> None:
     client = stream(gw, "/whattimeisit")  # the stream is accepted and waits
     client.close()
     wait_for(lambda: "--redis embedded" in gw.log(), what="the embedded hint")
+
+
+def test_keys_not_built_yet_are_warned_about_at_startup(gateway_factory, redis_server) -> None:
+    rules = """\
+        [uwsgi]
+        route = ^/whattimeisit sse:clock
+        final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
+        collect-header = Content-Type RESPONSE_TYPE
+    """
+    gw = gateway_factory(rules, redis=redis_server.address).start()
+    log = gw.wait_log("collect-header")
+    assert "rules.ini:3:" in log and "final-route-if-not" in log
+    assert "rules.ini:4:" in log

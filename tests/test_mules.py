@@ -31,6 +31,7 @@ from sse_offload.mules import (
     RESTART_DELAY_INITIAL,
     RESTART_DELAY_MAX,
     STABLE_RUN_SECONDS,
+    STOP_GRACE_SECONDS,
     Mule,
 )
 
@@ -150,8 +151,20 @@ def stop_after() -> Iterator[Callable[[Mule], Mule]]:
     started: list[Mule] = []
     yield lambda mule: started.append(mule) or mule
     for mule in started:
-        if mule.running:
-            pytest_twisted.blockon(mule.stopService().addTimeout(WAIT, reactor))
+        if not mule.running:
+            continue
+        done = mule.stopService()
+        kill = None
+        clock = getattr(mule._reactor, "clock", None)
+        if clock is not None:
+            # A SIGTERM that lands between fork and exec is lost; the SIGKILL fallback then
+            # runs on the mule's fake clock, so move that clock on if the child lingers.
+            kill = reactor.callLater(2, clock.advance, STOP_GRACE_SECONDS)
+        try:
+            pytest_twisted.blockon(done.addTimeout(WAIT, reactor))
+        finally:
+            if kill is not None and kill.active():
+                kill.cancel()
 
 
 async def _restart_delay(mule: Mule, clock: task.Clock) -> float:

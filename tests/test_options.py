@@ -1,0 +1,33 @@
+"""Listen endpoints: uWSGI's http-socket forms and the listen backlog."""
+
+from __future__ import annotations
+
+import pytest
+
+from sse_offload.options import DEFAULT_BACKLOG, http_socket_endpoint, with_backlog
+
+
+@pytest.mark.parametrize(
+    ("value", "endpoint"),
+    [
+        (":9090", "tcp:9090:interface=0.0.0.0"),
+        ("127.0.0.1:8080", "tcp:8080:interface=127.0.0.1"),
+        ("[::1]:9090", "tcp6:9090:interface=\\:\\:1"),
+        ("/run/sse.sock", "unix:/run/sse.sock"),
+    ],
+)
+def test_http_socket_forms(value: str, endpoint: str) -> None:
+    assert http_socket_endpoint(value) == endpoint
+
+
+@pytest.mark.parametrize("value", ["9090", "host:", "[::1]", "host:port"])
+def test_bad_http_socket_is_a_value_error(value: str) -> None:
+    with pytest.raises(ValueError):
+        http_socket_endpoint(value)
+
+
+def test_backlog_added_unless_given() -> None:
+    assert with_backlog("tcp:9090") == f"tcp:9090:backlog={DEFAULT_BACKLOG}"
+    assert with_backlog("unix:/x.sock") == f"unix:/x.sock:backlog={DEFAULT_BACKLOG}"
+    assert with_backlog("tcp:9090:backlog=5") == "tcp:9090:backlog=5"
+    assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"

@@ -14,6 +14,7 @@ import pytest
 from gateway_helpers import twistd_path, wait_numsub
 from redis_helpers import wait_for
 from sse_client import SSEClient
+from test_sse import DESIGN_4_5
 
 CLOCK_RULES = """\
     [uwsgi]
@@ -61,12 +62,7 @@ def test_prefix_match_like_uwsgi(gateway, redis) -> None:
 
 
 VECTORS = [
-    (b"foobar", b"data: foobar\n\n"),
-    (b"foobar\nfoobar2", b"data: foobar\ndata: foobar2\n\n"),
-    (b"foo\n", b"data: foo\ndata: \n\n"),
-    (b"foo\r\nbar", b"data: foo\ndata: bar\n\n"),
-    (b"a\rb", b"data: a\ndata: b\n\n"),
-    (b"", b""),
+    *DESIGN_4_5,
     (bytes(range(256)).replace(b"\r", b"").replace(b"\n", b""), None),
     (b"0042", b"data: 0042\n\n"),  # numbers stay bytes (txredisapi would convert them)
 ]

@@ -183,6 +183,7 @@ class _HubFactory(protocol.Factory):
     """Builds hub protocols with the settings txredisapi's factories would give them."""
 
     protocol = _HubProtocol
+    noisy = False  # the hub logs connects and losses itself
     # Attributes txredisapi's protocol reads from its factory on AUTH/SELECT failure.
     isLazy = False
 

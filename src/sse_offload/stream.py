@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +21,10 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from .sse import Mode
+
+# Plain TCP and unix-socket server transports, whose socket the fast path may write to.
+# Exact types: a subclass (or a TLS layer, which is another object) takes the normal path.
+_FAST_TRANSPORTS: Final = (tcp.Server, unix.Server)
 
 #: Bytes a paused (slow) client may have queued before its stream is aborted. 1 MiB: about
 #: 15 s of a busy 64 KiB/s feed; nchan's default per-subscriber buffer is of the same order.
@@ -37,8 +42,8 @@ class SSEStream:
 
     log = Logger()
     __slots__ = (
-        "_write", "chunked", "closed", "max_queued", "mode", "on_close", "paused", "queued",
-        "request", "wrote",
+        "_send", "_transport", "_write", "chunked", "closed", "max_queued", "mode", "on_close",
+        "paused", "queued", "request", "wrote",
     )
 
     def __init__(self, request: Request, mode: Mode, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
@@ -52,6 +57,8 @@ class SSEStream:
         self.closed = False
         self.on_close: Callable[[], None] | None = None
         self._write: Callable[[bytes], None] = request.write
+        self._transport: tcp.Connection | None = None
+        self._send: Callable[[bytes], int] | None = None
 
     def start(self) -> None:
         """Send the response head (set by the caller) and start listening for the end."""
@@ -60,7 +67,12 @@ class SSEStream:
         channel = request.channel
         if isinstance(channel, HTTPChannel):
             self.chunked = bool(request.chunked)
-            self._write = channel.transport.write
+            transport = channel.transport
+            self._write = transport.write
+            if type(transport) in _FAST_TRANSPORTS and not getattr(transport, "TLS", False):
+                self._transport = transport
+                self._send = transport.socket.send
+                self._write = self._write_now
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
 
@@ -75,6 +87,31 @@ class SSEStream:
             self.queued += len(data)
         self._write(data)
         self.wrote = True
+
+    def _write_now(self, data: bytes) -> None:
+        """Send at once when nothing is buffered, else queue behind the buffer.
+
+        ``transport.write`` only buffers and asks the reactor for a writable event: two
+        epoll_ctl calls and a reactor turn per write, per listener. Trying the socket first
+        (as libuv does) makes the common case one send(2). Relies on twisted.internet's
+        FileDescriptor buffer attributes; pyproject pins Twisted below the next major.
+        """
+        t = self._transport
+        assert t is not None and self._send is not None
+        if t.dataBuffer or t._tempDataBuffer or not t.connected or t.disconnecting or (
+            t._writeDisconnected
+        ):
+            t.write(data)
+            return
+        try:
+            sent = self._send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            t.write(data)  # let the reactor find the error and close the connection
+            return
+        if sent < len(data):
+            t.write(data[sent:])
 
     # IPushProducer
     def pauseProducing(self) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from typing import Final
 
 from twisted.python import usage
 
-from .redis_address import DEFAULT_ADDRESS
+from .config import Config
+from .pubsub import DEFAULT_KEEPALIVE
+from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
 
 #: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
 DEFAULT_LISTEN: Final = "tcp:9090"
@@ -50,6 +53,10 @@ def http_socket_endpoint(value: str) -> str:
     raise ValueError(f"expected :PORT, HOST:PORT, [V6]:PORT or /path, got {value!r}")
 
 
+class ConfigurationError(Exception):
+    """A setting that stops start-up; the message says which and why."""
+
+
 class Options(usage.Options):
     """``twistd sse-offload`` options."""
 
@@ -71,6 +78,11 @@ class Options(usage.Options):
             "keepalive", None, None,
             "Seconds between keepalive comments on idle sse streams; 0 disables. [default: 15]",
         ],
+        [
+            "processes", None, None,
+            "Gateway worker processes sharing the listening sockets, each with its own "
+            "Redis subscriptions (use one per core). [default: 1]",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -89,6 +101,42 @@ class Options(usage.Options):
             raise usage.UsageError("--rules is required")
         if self["keepalive"] is not None:
             _parse_keepalive(self["keepalive"])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Options resolved against the rules file's keys (the command line wins)."""
+
+    redis: RedisAddress  # the default server (a placeholder while ``embedded`` starts)
+    embedded: bool
+    implicit_default: bool  # neither --redis nor ``redis =`` was given
+    keepalive: float
+    processes: int
+
+
+def resolve_settings(options: Options, config: Config) -> Settings:
+    """Merge ``options`` with ``config``'s keys; ConfigurationError names a bad value."""
+    redis_text = options["redis"] or config.option("redis")
+    keepalive_text = options["keepalive"] or config.option("keepalive")
+    processes_text = options["processes"] or config.option("processes")
+    try:
+        keepalive = _parse_keepalive(keepalive_text) if keepalive_text else DEFAULT_KEEPALIVE
+    except usage.UsageError as e:
+        raise ConfigurationError(f"{config.path}: keepalive: {e}") from None
+    try:
+        processes = int(processes_text) if processes_text else 1
+        if processes < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigurationError(
+            f"processes must be a whole number >= 1, got {processes_text!r}"
+        ) from None
+    embedded = redis_text == "embedded"
+    try:
+        redis = parse_address(default_redis() if embedded or not redis_text else redis_text)
+    except AddressError as e:
+        raise ConfigurationError(f"--redis: {e}") from None
+    return Settings(redis, embedded, redis_text is None, keepalive, processes)
 
 
 def _parse_keepalive(value: str) -> float:

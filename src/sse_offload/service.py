@@ -1,0 +1,132 @@
+"""The gateway's service tree: embedded Redis, hub (or worker processes), mules, listeners."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+
+from .config import Config
+from .embedded_redis import EmbeddedRedis
+from .options import ConfigurationError
+from .pubsub import Hub
+from .redis_address import AddressError, RedisAddress, parse_address
+from .web import Gateway, GatewayResource
+
+log = Logger()
+
+
+def raise_open_file_limit() -> None:
+    """Each stream holds a socket: lift the soft open-file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warn("cannot raise the open-file limit from {soft}: {error}", soft=soft, error=e)
+            return
+        log.info("open-file limit raised from {soft} to {hard}", soft=soft, hard=hard)
+
+
+def literal_addresses(config: Config) -> list[RedisAddress]:
+    """The ``server=`` addresses written literally in the rules; ConfigurationError if bad."""
+    out = []
+    for text in sorted(config.literal_servers()):
+        try:
+            out.append(parse_address(text))
+        except AddressError as e:
+            raise ConfigurationError(f"{config.path}: server={text}: {e}") from None
+    return out
+
+
+@dataclass
+class GatewayParts:
+    """The pieces of one serving process: its hub, the front gateway and the web site."""
+
+    hub: Hub
+    gateway: Gateway
+    site: server.Site
+
+
+def build_gateway(
+    config: Config,
+    default_address: RedisAddress,
+    keepalive: float,
+    reactor: object,
+    implicit_default: bool = False,
+) -> GatewayParts:
+    """Hub, gateway and site for ``config``; streams may use the default and literal servers."""
+    hub = Hub(reactor, default_address, keepalive, implicit_default=implicit_default)  # type: ignore[arg-type]
+    gateway = Gateway(config=config, hub=hub, default_address=default_address)
+    gateway.allow([default_address, *literal_addresses(config)])
+    site = server.Site(GatewayResource(gateway))
+    return GatewayParts(hub, gateway, site)
+
+
+class GatewayService(service.MultiService):
+    """The gateway: embedded Redis (optional), then the hub or the workers, mules, listeners.
+
+    With an embedded Redis, the children that talk to Redis (hub, workers, mules) start once
+    it answers, so nothing logs a spurious "cannot reach redis" at start-up.
+    """
+
+    def __init__(self, embedded: EmbeddedRedis | None) -> None:
+        super().__init__()
+        self.embedded = embedded
+        self.parts: GatewayParts | None = None  # single-process mode
+        self.redis_address: RedisAddress | None = None
+        self._after_redis: list[service.IService] = []
+
+    def add(self, child: service.IService, after_redis: bool = False) -> None:
+        """Add a child; ``after_redis`` ones start once an embedded Redis answers."""
+        child.setServiceParent(self)
+        if after_redis:
+            self._after_redis.append(child)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        raise_open_file_limit()
+        waiting: list[service.IService] = []
+        for child in self:
+            if self.embedded is not None and child in self._after_redis:
+                waiting.append(child)
+                continue
+            child.startService()
+            if child is self.embedded:
+                self._bind_embedded(child)
+        if self.embedded is not None:
+            self.embedded.ready.addBoth(self._embedded_ready, waiting)
+
+    def _embedded_ready(self, result: object, waiting: list[service.IService]) -> None:
+        if not self.running:
+            return
+        if isinstance(result, Failure):
+            log.error(
+                "embedded redis: {error}; starting anyway, streams wait for it",
+                error=result.getErrorMessage(),
+            )
+        for child in waiting:
+            child.startService()
+
+    def _bind_embedded(self, embedded: EmbeddedRedis) -> None:
+        address = parse_address(embedded.address)
+        self.redis_address = address
+        if self.parts is not None:
+            self.parts.hub.default_address = self.parts.gateway.default_address = address
+            self.parts.gateway.allow([address])
+
+    def mule_environment(self) -> dict[str, str]:
+        """REDIS_URL and REDIS_SERVER for mules (DESIGN §4.14)."""
+        if self.embedded is not None:
+            return self.embedded.mule_environment()
+        a = self.redis_address
+        assert a is not None
+        server_text = f"{a.host}:{a.port}" if a.kind == "tls" else str(a)
+        return {"REDIS_URL": a.url, "REDIS_SERVER": server_text}
+

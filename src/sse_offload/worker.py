@@ -1,0 +1,65 @@
+"""One worker of ``--processes N``: a gateway on listening sockets inherited from the master.
+
+Run by the master as ``python -m sse_offload.worker --rules FILE --redis ADDR --fd 3:INET ...``;
+not meant to be started by hand. It logs to stdout, which the master reads and relays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+
+from .config import RulesError, load_rules
+
+log = Logger()
+
+_FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+
+
+def _fd(value: str) -> tuple[int, socket.AddressFamily]:
+    number, _, family = value.partition(":")
+    return int(number), _FAMILIES[family]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a worker until SIGTERM; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m sse_offload.worker")
+    parser.add_argument("--rules", required=True)
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--keepalive", type=float, required=True)
+    parser.add_argument("--implicit-default", action="store_true")
+    parser.add_argument("--fd", type=_fd, action="append", default=[])
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    try:
+        config = load_rules(args.rules)
+    except RulesError as e:
+        sys.stderr.write(f"{e}\n")
+        return 1
+
+    from twisted.internet import reactor
+
+    from .service import build_gateway
+
+    hub, site = build_gateway(
+        config, args.redis, args.keepalive, reactor, implicit_default=args.implicit_default
+    )
+    for fd, family in args.fd:
+        reactor.adoptStreamPort(fd, family, site)
+        os.close(fd)  # adoptStreamPort duplicated it
+    hub.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", hub.stopService)
+    log.info("worker {index} (pid {pid}) serving", index=args.index, pid=os.getpid())
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +121,20 @@ class RespClient:
         return list(self.call("PUBSUB", "CHANNELS"))
 
 
+def answers_ping(connect: Callable[[], RespClient]) -> bool:
+    """True if a client from ``connect()`` gets PONG; False if it cannot connect or is cut off."""
+    try:
+        client = connect()
+    except OSError:
+        return False
+    try:
+        return client.call("PING") == b"PONG"
+    except (OSError, ConnectionError):
+        return False
+    finally:
+        client.close()
+
+
 def redis_binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
@@ -176,16 +191,7 @@ class RedisServer:
     def _pings(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-        try:
-            c = RespClient.tcp(self.port)
-        except OSError:
-            return False
-        try:
-            return c.call("PING") == b"PONG"
-        except (OSError, ConnectionError):
-            return False
-        finally:
-            c.close()
+        return answers_ping(self.client)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:

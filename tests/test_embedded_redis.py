@@ -1,7 +1,7 @@
 """EmbeddedRedis: a private redis-server started, watched and stopped by a Twisted service.
 
-Real redis-server processes; waits run in a thread (``wait_for``) so the reactor keeps
-serving process events meanwhile, and every wait has a deadline.
+Real redis-server processes; waits poll on the reactor (``eventually``), which serves process
+events between polls, and every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -16,60 +16,27 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
 
-from redis_helpers import RespClient, wait_for
+from redis_helpers import RespClient, answers_ping
 from sse_offload import embedded_redis
 from sse_offload.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from twisted_helpers import (
+    WAIT,
+    eventually,
+    no_delayed_calls_left_behind,
+    pid_gone,
+    stop_and_check_gone,
+)
 
-WAIT = 15.0  # seconds: every Deferred the tests wait on gets this deadline
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+pytestmark = pytest.mark.usefixtures(no_delayed_calls_left_behind.__name__)
 
 
 def _pings_unix(path: str) -> bool:
-    try:
-        client = RespClient.unix(path)
-    except OSError:
-        return False
-    try:
-        return client.call("PING") == b"PONG"
-    except (OSError, ConnectionError):
-        return False
-    finally:
-        client.close()
+    return answers_ping(lambda: RespClient.unix(path))
 
 
 def _pings_tcp(port: int) -> bool:
-    try:
-        client = RespClient.tcp(port)
-    except OSError:
-        return False
-    try:
-        return client.call("PING") == b"PONG"
-    except (OSError, ConnectionError):
-        return False
-    finally:
-        client.close()
-
-
-async def _until(predicate, what: str, timeout: float = 10.0):
-    """Wait off the reactor thread for ``predicate`` (raises AssertionError at the deadline)."""
-    return await deferToThread(wait_for, predicate, timeout, 0.02, what)
-
-
-@pytest.fixture(autouse=True)
-def no_delayed_calls_left_behind() -> Iterator[None]:
-    before = set(reactor.getDelayedCalls())
-    yield
-    leaked = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
-    assert not leaked, f"delayed calls left behind: {leaked}"
+    return answers_ping(lambda: RespClient.tcp(port))
 
 
 @pytest.fixture
@@ -234,11 +201,7 @@ async def test_stop_leaves_no_process() -> None:
     service = EmbeddedRedis(reactor)
     service.startService()
     await service.ready.addTimeout(WAIT, reactor)
-    pid = service.pid
-    assert pid is not None and not _pid_gone(pid)
-    await service.stopService().addTimeout(WAIT, reactor)
-    assert _pid_gone(pid)
-    assert service.pid is None
+    await stop_and_check_gone(service)
 
 
 @pytest_twisted.ensureDeferred
@@ -248,11 +211,11 @@ async def test_killed_redis_server_is_restarted_on_same_port_and_socket(
     old_pid, port, path = embedded.pid, embedded.port, embedded.address
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
-    await _until(lambda: embedded.pid not in (None, old_pid), "a new redis-server process")
-    await _until(lambda: _pings_unix(path), "PONG on the same unix socket")
+    await eventually(lambda: embedded.pid not in (None, old_pid), "a new redis-server process")
+    await eventually(lambda: _pings_unix(path), "PONG on the same unix socket")
     assert _pings_tcp(port)
     assert (embedded.port, embedded.address) == (port, path)
-    assert _pid_gone(old_pid)
+    assert pid_gone(old_pid)
 
 
 @pytest_twisted.ensureDeferred
@@ -288,8 +251,5 @@ async def test_server_that_ignores_sigterm_is_killed_after_the_grace(
     binary = fake_binary(f"trap '' TERM\ntouch {marker}\nwhile :; do sleep 0.05; done\n")
     service = EmbeddedRedis(reactor, binary=binary)
     service.startService()
-    await _until(marker.exists, "the fake server to ignore SIGTERM")
-    pid = service.pid
-    assert pid is not None
-    await service.stopService().addTimeout(WAIT, reactor)
-    assert _pid_gone(pid)
+    await eventually(marker.exists, "the fake server to ignore SIGTERM")
+    await stop_and_check_gone(service)

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,15 @@ from sse_offload.mules import (
     STOP_GRACE_SECONDS,
     Mule,
 )
+from twisted_helpers import (
+    WAIT,
+    eventually,
+    no_delayed_calls_left_behind,
+    stop_and_check_gone,
+)
 
-WAIT = 15.0  # seconds: deadline for every Deferred the tests wait on
+pytestmark = pytest.mark.usefixtures(no_delayed_calls_left_behind.__name__)
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CLOCK_PUBLISHER = EXAMPLES / "clock_publisher.py"
 
@@ -86,26 +93,6 @@ class ClockedReactor:
         return self.clock.seconds()
 
 
-async def eventually(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` on the reactor thread until truthy; AssertionError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await task.deferLater(reactor, 0.02, lambda: None)
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _write(path: Path, text: str, mode: int = 0o644) -> Path:
     path.write_text(textwrap.dedent(text))
     path.chmod(mode)
@@ -114,14 +101,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
 
 def _no_environment() -> dict[str, str]:
     return {}
-
-
-@pytest.fixture(autouse=True)
-def no_delayed_calls_left_behind() -> Iterator[None]:
-    before = set(reactor.getDelayedCalls())
-    yield
-    leaked = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
-    assert not leaked, f"delayed calls left behind: {leaked}"
 
 
 @pytest.fixture
@@ -167,14 +146,50 @@ def stop_after() -> Iterator[Callable[[Mule], Mule]]:
                 kill.cancel()
 
 
+@pytest.fixture
+def start_clocked(tmp_path: Path, clock: task.Clock, stop_after) -> Callable[..., Mule]:
+    """Write ``body`` (unless None) to a script in tmp_path and start a Mule on it.
+
+    The Mule's timers run on ``clock``; it is stopped after the test.
+    """
+
+    def start(
+        script: str,
+        body: str | None,
+        mode: int = 0o644,
+        environment: Callable[[], Mapping[str, str]] = _no_environment,
+    ) -> Mule:
+        if body is not None:
+            _write(tmp_path / script, body, mode)
+        mule = stop_after(Mule(script, environment, ClockedReactor(clock), cwd=str(tmp_path)))
+        mule.startService()
+        return mule
+
+    return start
+
+
+def _pending_delay(clock: task.Clock) -> float:
+    """The delay of the one call pending on ``clock`` (the scheduled restart)."""
+    (call,) = clock.getDelayedCalls()
+    return call.getTime() - clock.seconds()
+
+
+def _follow_restarts(clock: task.Clock, times: int) -> list[float]:
+    """Let the pending restart run ``times`` times; return the delays it was scheduled with."""
+    delays = []
+    for _ in range(times):
+        delays.append(_pending_delay(clock))
+        clock.advance(delays[-1])
+    return delays
+
+
 async def _restart_delay(mule: Mule, clock: task.Clock) -> float:
     """Wait for the running child to exit; return the delay of the restart it scheduled."""
     await eventually(
         lambda: mule.pid is None and len(clock.getDelayedCalls()) == 1,
         f"{mule.script} to exit and schedule a restart",
     )
-    (call,) = clock.getDelayedCalls()
-    return call.getTime() - clock.seconds()
+    return _pending_delay(clock)
 
 
 def _subscribe(port: int, channel: str) -> RespClient:
@@ -193,81 +208,81 @@ def _message(client: RespClient) -> bytes:
 # -- running mules ----------------------------------------------------------------------------
 
 
+_PERL_REDIS = pytest.mark.skipif(
+    subprocess.run(["perl", "-MRedis", "-e1"], capture_output=True).returncode != 0,
+    reason="perl or the CPAN Redis module (Debian libredis-perl) is not installed",
+)
+
+
+@pytest.mark.parametrize(
+    ("script", "body", "variable", "redis_attribute", "payload_start"),
+    [
+        pytest.param("publisher.py", PY_PUBLISHER, "REDIS_URL", "url", b"tick ", id="python"),
+        pytest.param(
+            "clock.pl",
+            PERL_PUBLISHER,
+            "REDIS_SERVER",
+            "address",
+            b"perl ",
+            id="perl",
+            marks=_PERL_REDIS,
+        ),
+    ],
+)
 @pytest_twisted.ensureDeferred
-async def test_python_mule_publishes_with_the_environment_it_is_given(
-    redis_server: RedisServer, tmp_path: Path, stop_after
+async def test_mule_publishes_to_the_redis_server_its_environment_names(
+    script: str,
+    body: str,
+    variable: str,
+    redis_attribute: str,
+    payload_start: bytes,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    stop_after,
 ) -> None:
-    channel = f"mule-py-{uuid.uuid4().hex}"
-    _write(tmp_path / "publisher.py", PY_PUBLISHER)
+    environment = {variable: getattr(redis_server, redis_attribute)}
+    channel = f"mule-{uuid.uuid4().hex}"
+    _write(tmp_path / script, body)
     subscriber = _subscribe(redis_server.port, channel)
     try:
         mule = stop_after(
             Mule(
-                "publisher.py",
-                lambda: {"REDIS_URL": redis_server.url, "MULE_CHANNEL": channel},
+                script,
+                lambda: {**environment, "MULE_CHANNEL": channel},
                 reactor,
                 cwd=str(tmp_path),
             )
         )
         mule.startService()
         payload = await deferToThread(_message, subscriber)
-        assert payload.startswith(b"tick ")
-        pid = mule.pid
-        assert pid is not None
-        await mule.stopService().addTimeout(WAIT, reactor)
-        assert _pid_gone(pid)
+        assert payload.startswith(payload_start)
+        if script.endswith(".pl"):  # clock.pl publishes "perl EPOCH_SECONDS"
+            assert abs(int(payload.split()[1]) - time.time()) < 60
+        await stop_and_check_gone(mule)
     finally:
         subscriber.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_environment_is_read_again_at_each_spawn(
-    tmp_path: Path, clock: task.Clock, stop_after
+    tmp_path: Path, clock: task.Clock, start_clocked
 ) -> None:
     out = tmp_path / "seen"
-    _write(
-        tmp_path / "env.py", f"import os\nopen({str(out)!r}, 'a').write(os.environ['N'] + ',')\n"
-    )
     calls: list[int] = []
 
     def environment() -> dict[str, str]:
         calls.append(1)
         return {"N": str(len(calls))}
 
-    mule = stop_after(Mule("env.py", environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
+    mule = start_clocked(
+        "env.py",
+        f"import os\nopen({str(out)!r}, 'a').write(os.environ['N'] + ',')\n",
+        environment=environment,
+    )
     await _restart_delay(mule, clock)
     clock.advance(RESTART_DELAY_INITIAL)
     await _restart_delay(mule, clock)
     assert out.read_text() == "1,2,"
-
-
-@pytest.mark.skipif(
-    subprocess.run(["perl", "-MRedis", "-e1"], capture_output=True).returncode != 0,
-    reason="perl or the CPAN Redis module (Debian libredis-perl) is not installed",
-)
-@pytest_twisted.ensureDeferred
-async def test_perl_mule_publishes_to_redis_server_from_environment(
-    redis_server: RedisServer, tmp_path: Path, stop_after
-) -> None:
-    channel = f"mule-pl-{uuid.uuid4().hex}"
-    _write(tmp_path / "clock.pl", PERL_PUBLISHER)
-    subscriber = _subscribe(redis_server.port, channel)
-    try:
-        mule = stop_after(
-            Mule(
-                "clock.pl",
-                lambda: {"REDIS_SERVER": redis_server.address, "MULE_CHANNEL": channel},
-                reactor,
-                cwd=str(tmp_path),
-            )
-        )
-        mule.startService()
-        payload = await deferToThread(_message, subscriber)
-        assert payload.startswith(b"perl ")
-        assert abs(int(payload.split()[1]) - time.time()) < 60
-    finally:
-        subscriber.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -334,12 +349,8 @@ async def test_exiting_mule_is_restarted_after_about_a_second(
 
 
 @pytest_twisted.ensureDeferred
-async def test_restart_delay_doubles_up_to_the_cap(
-    tmp_path: Path, clock: task.Clock, stop_after
-) -> None:
-    _write(tmp_path / "fails.sh", "#!/bin/sh\necho boom\nexit 3\n", 0o755)
-    mule = stop_after(Mule("fails.sh", _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
+async def test_restart_delay_doubles_up_to_the_cap(clock: task.Clock, start_clocked) -> None:
+    mule = start_clocked("fails.sh", "#!/bin/sh\necho boom\nexit 3\n", 0o755)
     delays = []
     for _ in range(7):
         delay = await _restart_delay(mule, clock)
@@ -352,17 +363,13 @@ async def test_restart_delay_doubles_up_to_the_cap(
 
 @pytest_twisted.ensureDeferred
 async def test_restart_delay_resets_after_a_long_run(
-    tmp_path: Path, clock: task.Clock, stop_after
+    tmp_path: Path, clock: task.Clock, start_clocked
 ) -> None:
     fail, running = tmp_path / "fail", tmp_path / "running"
     fail.touch()
-    _write(
-        tmp_path / "flaky.sh",
-        f"#!/bin/sh\n[ -e {fail} ] && exit 3\ntouch {running}\nexec sleep 60\n",
-        0o755,
+    mule = start_clocked(
+        "flaky.sh", f"#!/bin/sh\n[ -e {fail} ] && exit 3\ntouch {running}\nexec sleep 60\n", 0o755
     )
-    mule = stop_after(Mule("flaky.sh", _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
     assert await _restart_delay(mule, clock) == 1
     clock.advance(1)
     assert await _restart_delay(mule, clock) == 2
@@ -378,12 +385,8 @@ async def test_restart_delay_resets_after_a_long_run(
 
 
 @pytest_twisted.ensureDeferred
-async def test_short_run_does_not_reset_the_delay(
-    tmp_path: Path, clock: task.Clock, stop_after
-) -> None:
-    _write(tmp_path / "sleeper.sh", "#!/bin/sh\nexec sleep 60\n", 0o755)
-    mule = stop_after(Mule("sleeper.sh", _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
+async def test_short_run_does_not_reset_the_delay(clock: task.Clock, start_clocked) -> None:
+    mule = start_clocked("sleeper.sh", "#!/bin/sh\nexec sleep 60\n", 0o755)
     for expected in (1, 2, 4):
         await eventually(lambda: mule.pid is not None, "a running child")
         clock.advance(STABLE_RUN_SECONDS - 1)
@@ -405,15 +408,12 @@ async def test_identical_failures_are_logged_in_full_once_then_in_one_line(
     script: str,
     needle: str,
     status: int,
-    tmp_path: Path,
     clock: task.Clock,
     log_events,
-    stop_after,
+    start_clocked,
 ) -> None:
     body = "use NoSuchModule::Xyz;\n" if script.endswith(".pl") else "import no_such_module_xyz\n"
-    _write(tmp_path / script, body)
-    mule = stop_after(Mule(script, _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
+    mule = start_clocked(script, body)
     for _ in range(3):
         clock.advance(await _restart_delay(mule, clock))
     await _restart_delay(mule, clock)
@@ -428,11 +428,10 @@ async def test_identical_failures_are_logged_in_full_once_then_in_one_line(
 
 @pytest_twisted.ensureDeferred
 async def test_a_different_failure_is_logged_in_full_again(
-    tmp_path: Path, clock: task.Clock, log_events, stop_after
+    tmp_path: Path, clock: task.Clock, log_events, start_clocked
 ) -> None:
-    path = _write(tmp_path / "changes.sh", "#!/bin/sh\necho 'failure A' >&2\nexit 3\n", 0o755)
-    mule = stop_after(Mule("changes.sh", _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
+    mule = start_clocked("changes.sh", "#!/bin/sh\necho 'failure A' >&2\nexit 3\n", 0o755)
+    path = tmp_path / "changes.sh"
     clock.advance(await _restart_delay(mule, clock))
     clock.advance(await _restart_delay(mule, clock))  # the same again: one short line
     _write(path, "#!/bin/sh\necho 'failure A' >&2\necho 'failure B' >&2\nexit 3\n", 0o755)
@@ -446,19 +445,15 @@ async def test_a_different_failure_is_logged_in_full_again(
 
 @pytest_twisted.ensureDeferred
 async def test_output_held_after_a_failure_is_logged_once_the_run_lasts(
-    tmp_path: Path, clock: task.Clock, log_events, stop_after
+    tmp_path: Path, clock: task.Clock, log_events, start_clocked
 ) -> None:
     fail, running = tmp_path / "fail", tmp_path / "running"
     fail.touch()
-    _write(
-        tmp_path / "slow_start.sh",
+    mule = start_clocked(
+        "slow_start.sh",
         f"#!/bin/sh\necho warming up\n[ -e {fail} ] && exit 3\ntouch {running}\nexec sleep 60\n",
         0o755,
     )
-    mule = stop_after(
-        Mule("slow_start.sh", _no_environment, ClockedReactor(clock), cwd=str(tmp_path))
-    )
-    mule.startService()
     delay = await _restart_delay(mule, clock)
     fail.unlink()
     clock.advance(delay)
@@ -474,60 +469,54 @@ async def test_output_held_after_a_failure_is_logged_once_the_run_lasts(
 
 @pytest_twisted.ensureDeferred
 async def test_missing_script_is_logged_once_retried_and_started_when_it_appears(
-    tmp_path: Path, clock: task.Clock, log_events, stop_after
+    tmp_path: Path, clock: task.Clock, log_events, start_clocked
 ) -> None:
-    mule = stop_after(Mule("later.py", _no_environment, ClockedReactor(clock), cwd=str(tmp_path)))
-    mule.startService()
-    delays = []
-    for _ in range(4):
-        (call,) = clock.getDelayedCalls()
-        delays.append(call.getTime() - clock.seconds())
-        clock.advance(delays[-1])
-    assert delays == [1, 2, 4, 8]
+    mule = start_clocked("later.py", None)  # written later
+    assert _follow_restarts(clock, 4) == [1, 2, 4, 8]
     assert mule.spawn_count == 0
     assert _count(log_events, mule, "does not exist") == 1
     _write(tmp_path / "later.py", "import time\nprint('here', flush=True)\ntime.sleep(60)\n")
-    (call,) = clock.getDelayedCalls()
-    clock.advance(call.getTime() - clock.seconds())
+    clock.advance(_pending_delay(clock))
     assert mule.spawn_count == 1 and mule.pid is not None
     await eventually(lambda: _count(log_events, mule, "here"), "the late script's output")
     assert _count(log_events, mule, "does not exist") == 1
 
 
-def test_missing_interpreter_is_logged_once_and_retried_with_backoff(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: task.Clock, log_events
+def _environment_not_ready() -> dict[str, str]:
+    raise RuntimeError("the embedded redis-server is not started yet")
+
+
+@pytest.mark.parametrize(
+    ("script", "environment", "empty_path", "needle"),
+    [
+        pytest.param(
+            "clock.pl", _no_environment, True, "perl is not on PATH", id="missing-interpreter"
+        ),
+        pytest.param(
+            "m.py", _environment_not_ready, False, "not started yet", id="environment-failure"
+        ),
+    ],
+)
+def test_problem_before_the_spawn_is_logged_once_and_retried_with_backoff(
+    script: str,
+    environment: Callable[[], dict[str, str]],
+    empty_path: bool,
+    needle: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: task.Clock,
+    log_events,
 ) -> None:
-    _write(tmp_path / "clock.pl", "print 1;\n")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("PATH", str(empty))
+    _write(tmp_path / script, "")  # never run: the problem comes first
+    if empty_path:
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
     # A bare Clock as reactor: no spawnProcess, so the test fails if the mule tries to spawn.
-    mule = Mule("clock.pl", _no_environment, clock, cwd=str(tmp_path))
+    mule = Mule(script, environment, clock, cwd=str(tmp_path))
     mule.startService()
-    delays = []
-    for _ in range(6):
-        (call,) = clock.getDelayedCalls()
-        delays.append(call.getTime() - clock.seconds())
-        clock.advance(delays[-1])
-    assert delays == [1, 2, 4, 8, 16, 30]
-    assert _count(log_events, mule, "perl is not on PATH") == 1
-    mule.stopService()
-    assert clock.getDelayedCalls() == []
-
-
-def test_environment_failure_is_logged_once_and_retried(
-    tmp_path: Path, clock: task.Clock, log_events
-) -> None:
-    _write(tmp_path / "m.py", "pass\n")
-
-    def environment() -> dict[str, str]:
-        raise RuntimeError("the embedded redis-server is not started yet")
-
-    mule = Mule("m.py", environment, clock, cwd=str(tmp_path))
-    mule.startService()
-    clock.advance(1)
-    clock.advance(2)
-    assert _count(log_events, mule, "not started yet") == 1
+    assert _follow_restarts(clock, 6) == [1, 2, 4, 8, 16, 30]
+    assert _count(log_events, mule, needle) == 1
     assert len(clock.getDelayedCalls()) == 1
     mule.stopService()
     assert clock.getDelayedCalls() == []
@@ -548,20 +537,22 @@ def test_script_that_is_neither_py_pl_nor_executable_is_not_run(
 # -- stopping ---------------------------------------------------------------------------------
 
 
+async def _running_mule(script: str, ready: str, log_events: list[dict[str, Any]]) -> Mule:
+    """Start a mule on ``script`` in the current directory; return once it has logged ``ready``."""
+    mule = Mule(script, _no_environment, reactor)
+    mule.startService()
+    await eventually(lambda: _count(log_events, mule, ready), f"{script} to print {ready!r}")
+    return mule
+
+
 @pytest_twisted.ensureDeferred
 async def test_stop_terminates_the_mule_and_cancels_restarts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log_events
 ) -> None:
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "waits.py", "import time\nprint('up', flush=True)\ntime.sleep(60)\n")
-    mule = Mule("waits.py", _no_environment, reactor)
-    mule.startService()
-    await eventually(lambda: _count(log_events, mule, "up"), "the mule to run")
-    pid = mule.pid
-    assert pid is not None
-    await mule.stopService().addTimeout(WAIT, reactor)
-    assert _pid_gone(pid)
-    assert mule.pid is None
+    mule = await _running_mule("waits.py", "up", log_events)
+    await stop_and_check_gone(mule)
     assert _count(log_events, mule, "stopped: signal 15 (SIGTERM)") == 1
     assert _count(log_events, mule, "restarting") == 0
 
@@ -577,13 +568,8 @@ async def test_mule_ignoring_sigterm_is_killed_after_the_grace(
         "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "print('ignoring SIGTERM', flush=True)\ntime.sleep(60)\n",
     )
-    mule = Mule("stubborn.py", _no_environment, reactor)
-    mule.startService()
-    await eventually(lambda: _count(log_events, mule, "ignoring SIGTERM"), "the handler")
-    pid = mule.pid
-    assert pid is not None
-    await mule.stopService().addTimeout(WAIT, reactor)
-    assert _pid_gone(pid)
+    mule = await _running_mule("stubborn.py", "ignoring SIGTERM", log_events)
+    await stop_and_check_gone(mule)
     assert _count(log_events, mule, "sending SIGKILL") == 1
     assert _count(log_events, mule, "stopped: signal 9 (SIGKILL)") == 1
 

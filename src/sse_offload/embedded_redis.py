@@ -21,18 +21,15 @@ import socket
 import tempfile
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sse_offload.mules import LineProcessProtocol, describe_exit
+from sse_offload._process import ChildProcessService
 
 __all__ = [
     "READY_TIMEOUT_SECONDS",
@@ -165,7 +162,7 @@ class _PingFactory(Factory):
     noisy = False  # no "Starting factory" line for every poll
 
 
-class EmbeddedRedis(Service):
+class EmbeddedRedis(ChildProcessService):
     """A private redis-server: a unix socket for the gateway, a loopback port for mules.
 
     Construction only finds the binary (``binary`` or :func:`find_redis_server`, which raises
@@ -180,32 +177,20 @@ class EmbeddedRedis(Service):
 
     def __init__(self, reactor: Reactor | None = None, binary: str | None = None) -> None:
         self.binary = binary if binary is not None else find_redis_server()
+        super().__init__(reactor)
         self.directory: str | None = None
         self.unix_path: str | None = None
         self.port: int | None = None
-        self._reactor_given = reactor
-        self._process: IProcessTransport | None = None
-        self._pid: int | None = None  # Twisted clears transport.pid before processEnded
         self._spawned_at = 0.0
         self._restart_call: DelayedCall | None = None
-        self._kill_call: DelayedCall | None = None
         self._poll: Deferred[None] | None = None
         self._ever_ready = False
         # None until known, then (None,) for ready or (failure,).
         self._ready_outcome: tuple[Failure | None] | None = None
         self._ready_waiters: list[Deferred[None]] = []
-        self._stop_waiters: list[Deferred[None]] = []
 
     def __repr__(self) -> str:
         return f"<EmbeddedRedis {self.unix_path or 'not started'} port={self.port} pid={self.pid}>"
-
-    @property
-    def _reactor(self) -> Reactor:
-        if self._reactor_given is None:
-            from twisted.internet import reactor
-
-            self._reactor_given = reactor
-        return self._reactor_given
 
     # -- addresses --------------------------------------------------------------------------
 
@@ -233,11 +218,6 @@ class EmbeddedRedis(Service):
         """Environment for mules: the TCP address as ``REDIS_URL`` and ``REDIS_SERVER``."""
         port = self._started()[1]
         return {"REDIS_URL": f"redis://127.0.0.1:{port}", "REDIS_SERVER": f"127.0.0.1:{port}"}
-
-    @property
-    def pid(self) -> int | None:
-        """The running redis-server's process id, or None."""
-        return self._pid if self._process is not None else None
 
     @property
     def ready(self) -> Deferred[None]:
@@ -289,30 +269,15 @@ class EmbeddedRedis(Service):
         self._settle_ready(Failure(EmbeddedRedisError("stopped before redis-server was ready")))
         if self._process is None:
             self._remove_directory()
-            return succeed(None)
-        if not self._stop_waiters:
-            self.log.info("stopping embedded redis-server (pid {pid})", pid=self._process.pid)
-            self._signal("TERM")
-            self._kill_call = self._reactor.callLater(STOP_GRACE_SECONDS, self._kill)
-        d: Deferred[None] = Deferred()
-        self._stop_waiters.append(d)
-        return d
+        return self._stop_child(STOP_GRACE_SECONDS)
 
-    def _kill(self) -> None:
-        self._kill_call = None
+    def _log_stopping(self, pid: int | None) -> None:
+        self.log.info("stopping embedded redis-server (pid {pid})", pid=pid)
+
+    def _log_killing(self, grace: float) -> None:
         self.log.warn(
-            "embedded redis-server ignored SIGTERM for {grace}s: sending SIGKILL",
-            grace=STOP_GRACE_SECONDS,
+            "embedded redis-server ignored SIGTERM for {grace}s: sending SIGKILL", grace=grace
         )
-        self._signal("KILL")
-
-    def _signal(self, name: str) -> None:
-        if self._process is None:
-            return
-        try:
-            self._process.signalProcess(name)
-        except ProcessExitedAlready:
-            pass
 
     def _remove_directory(self) -> None:
         if self.directory is not None:
@@ -339,18 +304,14 @@ class EmbeddedRedis(Service):
     def _spawn(self) -> None:
         self._restart_call = None
         argv = self._argv()
-        protocol = LineProcessProtocol(self._line_received, self._process_ended)
         try:
             # No ``path``: Twisted then uses posix_spawnp, where a SIGTERM sent right after the
             # spawn cannot be lost between fork and exec (redis gets --dir instead).
-            process = self._reactor.spawnProcess(protocol, argv[0], argv, env=dict(os.environ))
+            process = self._spawn_child(argv, dict(os.environ))
         except OSError as e:
             self.log.error("cannot start {binary}: {error}", binary=self.binary, error=e)
             self._schedule_restart()
             return
-        process.closeStdin()
-        self._process = process
-        self._pid = process.pid
         self._spawned_at = self._reactor.seconds()
         self.log.info(
             "embedded redis-server started (pid {pid}) on {unix_path} and 127.0.0.1:{port}",
@@ -393,21 +354,13 @@ class EmbeddedRedis(Service):
             stream=stream,
         )
 
-    def _process_ended(self, reason: Failure) -> None:
-        pid = self.pid
-        self._process = None
-        status = describe_exit(reason)
+    def _process_ended(self, pid: int | None, status: str) -> None:
         if not self.running:
-            if self._kill_call is not None and self._kill_call.active():
-                self._kill_call.cancel()
-            self._kill_call = None
             self._remove_directory()
             self.log.info(
                 "embedded redis-server (pid {pid}) stopped: {status}", pid=pid, status=status
             )
-            waiters, self._stop_waiters = self._stop_waiters, []
-            for d in waiters:
-                d.callback(None)
+            self._child_stopped()
             return
         self.log.error(
             "embedded redis-server (pid {pid}) exited with {status}; restarting it",

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IProcessTransport
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
+
+from sse_offload._process import (
+    MAX_LINE_BYTES,
+    ChildProcessService,
+    LineProcessProtocol,
+    describe_exit,
+)
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -57,78 +58,15 @@ STABLE_RUN_SECONDS = 10.0
 # SIGTERM, then SIGKILL after this long. systemd waits 90 s (DefaultTimeoutStopSec) for a
 # whole service; a mule is a helper that twistd's shutdown waits for, so a few seconds.
 STOP_GRACE_SECONDS = 5.0
-# A line longer than this is logged in pieces, so a child writing without newlines cannot make
-# us buffer without bound. 64 KiB matches Twisted's LineReceiver.MAX_LENGTH order (16 KiB) x4.
-MAX_LINE_BYTES = 64 * 1024
 # How many output lines of one run are remembered to recognise "the same failure again".
 # A Python traceback of an ImportError is ~5 lines, Perl's "Can't locate" 1-2 lines.
 _SIGNATURE_MAX_LINES = 100
-
-_STREAMS = {1: "stdout", 2: "stderr"}
 
 Reactor = Any
 """A provider of IReactorProcess and IReactorTime (the global reactor by default)."""
 
 
-def _default_reactor() -> Reactor:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def describe_exit(reason: Failure) -> str:
-    """Say how a child ended: ``"status 3"``, ``"signal 9 (SIGKILL)"`` or ``"status 0"``."""
-    value = reason.value
-    sig = getattr(value, "signal", None)
-    if sig:
-        try:
-            return f"signal {sig} ({signal.Signals(sig).name})"
-        except ValueError:
-            return f"signal {sig}"
-    code = getattr(value, "exitCode", None)
-    return f"status {code if code is not None else 0}"
-
-
-class LineProcessProtocol(ProcessProtocol):
-    """Split a child's stdout and stderr into text lines and report its end.
-
-    ``on_line(stream, line)`` gets ``"stdout"`` or ``"stderr"`` and one decoded line without its
-    terminator (invalid UTF-8 replaced). ``on_exit(reason)`` gets the Failure Twisted gives
-    ``processEnded``, after every line has been delivered.
-    """
-
-    def __init__(
-        self,
-        on_line: Callable[[str, str], None],
-        on_exit: Callable[[Failure], None],
-    ) -> None:
-        self._on_line = on_line
-        self._on_exit = on_exit
-        self._buffers: dict[int, bytes] = {}
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        buffer = self._buffers.get(childFD, b"") + data
-        *lines, rest = buffer.split(b"\n")
-        for line in lines:
-            self._emit(childFD, line)
-        while len(rest) > MAX_LINE_BYTES:
-            self._emit(childFD, rest[:MAX_LINE_BYTES])
-            rest = rest[MAX_LINE_BYTES:]
-        self._buffers[childFD] = rest
-
-    def _emit(self, fd: int, line: bytes) -> None:
-        text = line.rstrip(b"\r").decode("utf-8", errors="replace")
-        self._on_line(_STREAMS.get(fd, f"fd{fd}"), text)
-
-    def processEnded(self, reason: Failure) -> None:
-        for fd, rest in sorted(self._buffers.items()):
-            if rest:
-                self._emit(fd, rest)
-        self._buffers.clear()
-        self._on_exit(reason)
-
-
-class Mule(Service):
+class Mule(ChildProcessService):
     """One ``mule = SCRIPT`` process, kept running while the service runs.
 
     ``script`` is resolved against ``cwd`` (default: the current directory when the service is
@@ -154,18 +92,14 @@ class Mule(Service):
         reactor: Reactor | None = None,
         cwd: str | None = None,
     ) -> None:
+        super().__init__(reactor)
         self.script = script
         self.cwd = os.path.abspath(cwd) if cwd is not None else os.getcwd()
         self.path = os.path.join(self.cwd, script)
         self.spawn_count = 0
         self._environment = environment
-        self._reactor_given = reactor
-        self._process: IProcessTransport | None = None
-        self._pid: int | None = None  # Twisted clears transport.pid before processEnded
         self._restart_call: DelayedCall | None = None
         self._release_call: DelayedCall | None = None
-        self._kill_call: DelayedCall | None = None
-        self._stop_waiters: list[Deferred[None]] = []
         self._delay = RESTART_DELAY_INITIAL
         self._started_at = 0.0
         self._reported_problem: str | None = None
@@ -177,17 +111,6 @@ class Mule(Service):
 
     def __repr__(self) -> str:
         return f"<Mule {self.script!r} pid={self.pid}>"
-
-    @property
-    def _reactor(self) -> Reactor:
-        if self._reactor_given is None:
-            self._reactor_given = _default_reactor()
-        return self._reactor_given
-
-    @property
-    def pid(self) -> int | None:
-        """The running child's process id, or None."""
-        return self._pid if self._process is not None else None
 
     # -- service ----------------------------------------------------------------------------
 
@@ -203,33 +126,17 @@ class Mule(Service):
             if call is not None and call.active():
                 call.cancel()
         self._restart_call = self._release_call = None
-        process = self._process
-        if process is None:
-            return succeed(None)
-        if not self._stop_waiters:
-            self.log.info("stopping mule {mule} (pid {pid})", mule=self.script, pid=process.pid)
-            self._signal("TERM")
-            self._kill_call = self._reactor.callLater(STOP_GRACE_SECONDS, self._kill)
-        d: Deferred[None] = Deferred()
-        self._stop_waiters.append(d)
-        return d
+        return self._stop_child(STOP_GRACE_SECONDS)
 
-    def _kill(self) -> None:
-        self._kill_call = None
+    def _log_stopping(self, pid: int | None) -> None:
+        self.log.info("stopping mule {mule} (pid {pid})", mule=self.script, pid=pid)
+
+    def _log_killing(self, grace: float) -> None:
         self.log.warn(
             "mule {mule} ignored SIGTERM for {grace}s: sending SIGKILL",
             mule=self.script,
-            grace=STOP_GRACE_SECONDS,
+            grace=grace,
         )
-        self._signal("KILL")
-
-    def _signal(self, name: str) -> None:
-        if self._process is None:
-            return
-        try:
-            self._process.signalProcess(name)
-        except ProcessExitedAlready:
-            pass
 
     # -- spawning ---------------------------------------------------------------------------
 
@@ -289,19 +196,15 @@ class Mule(Service):
         assert argv is not None
         if argv[0] == sys.executable:
             env["PYTHONUNBUFFERED"] = "1"
-        protocol = LineProcessProtocol(self._line_received, self._process_ended)
         try:
             # With cwd the process's own (the usual case) Twisted uses posix_spawnp; otherwise
             # it forks, and a SIGTERM in the instant between fork and exec is lost: the SIGKILL
             # after STOP_GRACE_SECONDS covers that.
-            process = self._reactor.spawnProcess(protocol, argv[0], argv, env=env, path=self.cwd)
+            process = self._spawn_child(argv, env, path=self.cwd)
         except OSError as e:
             self._report_problem(f"cannot start mule {self.script}: {e}", True)
             self._schedule_restart()
             return
-        process.closeStdin()
-        self._process = process
-        self._pid = process.pid
         self._reported_problem = None
         self.spawn_count += 1
         self._started_at = self._reactor.seconds()
@@ -364,25 +267,17 @@ class Mule(Service):
             for stream, line in self._output:
                 self._log_line(stream, line)
 
-    def _process_ended(self, reason: Failure) -> None:
-        pid = self.pid
-        self._process = None
-        status = describe_exit(reason)
+    def _process_ended(self, pid: int | None, status: str) -> None:
         ran = self._reactor.seconds() - self._started_at
         if not self.running:
             self._release()
-            if self._kill_call is not None and self._kill_call.active():
-                self._kill_call.cancel()
-            self._kill_call = None
-            waiters, self._stop_waiters = self._stop_waiters, []
             self.log.info(
                 "mule {mule} (pid {pid}) stopped: {status}",
                 mule=self.script,
                 pid=pid,
                 status=status,
             )
-            for d in waiters:
-                d.callback(None)
+            self._child_stopped()
             return
         signature = (status, tuple(self._output)) if self._output_complete else None
         same_again = self._holding and signature is not None and signature == self._last_failure

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""The benchmark suite: one command, a markdown table of what the gateway does under load.
+
+    python benchmarks/suite.py [--processes 2] [--quick] [--out results.md]
+
+It starts its own redis-server and ``twistd -n sse-offload`` (as a user runs it), drives SSE
+clients from C load processes (benchmarks/loadclient.c, compiled on the fly with ``cc``:
+epoll, raw sockets, a few µs of CPU per event so the load client is not what is measured)
+and a publisher that puts its publish time (ns) in every payload. Scenarios:
+
+- idle: 10,000 clients connect; time to connect all; memory per idle connection (PSS of
+  every gateway process plus Redis, kernel socket memory excluded);
+- light: 1,000 clients on one channel at 10 msg/s: gateway CPU per delivered event;
+- fan-out: 1,000 clients on one channel at rising rates until loss or p99 > 1 s;
+- channels: 1,000 channels with one client each, 1,000 msg/s spread over them.
+
+Every row reports delivered events/s, loss, latency p50/p99/max (publish -> client read),
+gateway CPU, and the load processes' CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def build_loadclient(tmp: Path) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("the benchmarks need a C compiler (apt-get install gcc)")
+    out = tmp / "loadclient"
+    subprocess.run([cc, "-O2", "-o", str(out), str(HERE / "loadclient.c")], check=True)
+    return out
+
+
+class Load:
+    """C load processes holding ``n`` streams."""
+
+    def __init__(self, binary: Path, port: int, n: int, path: str, channels: int, workers: int):
+        sample_every = max(1, n // 500)
+        self.procs = []
+        t0 = time.monotonic()
+        offset = 0
+        for i in range(workers):
+            share = n // workers + (i < n % workers)
+            self.procs.append(subprocess.Popen(
+                [str(binary), "127.0.0.1", str(port), str(share), path, str(channels),
+                 str(sample_every), str(offset)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            ))
+            offset += share
+        for p in self.procs:
+            line = p.stdout.readline()
+            assert line.startswith("ready"), line
+        self.connect_seconds = time.monotonic() - t0
+
+    def report(self) -> tuple[int, list[float]]:
+        count, lat = 0, []
+        for p in self.procs:
+            p.stdin.write("r\n")
+            p.stdin.flush()
+        for p in self.procs:
+            _, c, m = p.stdout.readline().split()
+            count += int(c)
+            lat += [int(p.stdout.readline()) / 1e6 for _ in range(int(m))]
+        return count, lat
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(p.pid) for p in self.procs)
+
+    def close(self) -> None:
+        for p in self.procs:
+            try:
+                p.stdin.write("q\n")
+                p.stdin.flush()
+            except BrokenPipeError:
+                pass
+        for p in self.procs:
+            p.wait(timeout=10)
+
+
+@dataclass
+class Row:
+    scenario: str
+    clients: int
+    rate: float  # messages published per second
+    delivered: float
+    loss: float
+    p50: float
+    p99: float
+    max: float
+    gw_cpu: float  # cores
+    load_cpu: float  # cores
+    us_per_event: float
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="ssebench"))
+        self.loadclient = build_loadclient(self.tmp)
+        self.redis_port, self.port = free_port(), free_port()
+        self.redis = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
+             "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_port(self.redis_port)
+        rules = self.tmp / "bench.ini"
+        rules.write_text("[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n")
+        twistd = Path(sys.executable).with_name("twistd")
+        self.gateway = subprocess.Popen(
+            [str(twistd if twistd.exists() else "twistd"), "-n", "--pidfile=", "--logfile",
+             str(self.tmp / "gw.log"), "sse-offload", "--rules", str(rules),
+             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+             "--redis", f"127.0.0.1:{self.redis_port}", "--keepalive", "0",
+             "--processes", str(args.processes)],
+        )
+        wait_port(self.port)
+        time.sleep(1.0)
+        self.pub = socket.create_connection(("127.0.0.1", self.redis_port))
+        self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def gateway_pids(self) -> list[int]:
+        return [self.gateway.pid, *children(self.gateway.pid)]
+
+    def gateway_cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.gateway_pids() if Path(f"/proc/{p}").exists())
+
+    def memory_kib(self) -> int:
+        pids = [
+            p for p in self.gateway_pids() if "redis" not in Path(f"/proc/{p}/comm").read_text()
+        ]
+        return sum(pss_kib(p) for p in pids) + pss_kib(self.redis.pid)
+
+    def numsub_total(self, channels: list[bytes]) -> int:
+        c = socket.create_connection(("127.0.0.1", self.redis_port))
+        c.sendall(resp(b"PUBSUB", b"NUMSUB", *channels))
+        data = b""
+        # *2N, then per channel: $len, name, :count
+        while data.count(b"\r\n") < 1 + 3 * len(channels):
+            data += c.recv(1 << 20)
+        c.close()
+        lines = data.split(b"\r\n")
+        return sum(int(lines[i][1:]) for i in range(3, 1 + 3 * len(channels), 3))
+
+    def wait_subscribed(self, channels: list[bytes]) -> None:
+        deadline = time.monotonic() + 30
+        while self.numsub_total(channels) < len(channels) * 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not subscribe in time")
+            time.sleep(0.1)
+        time.sleep(0.3)
+
+    def publish(self, channels: list[bytes], rate: float, seconds: float) -> float:
+        """Publish at ``rate`` msg/s round-robin over ``channels``; returns the achieved rate."""
+        total = int(rate * seconds)
+        size = self.args.size
+        start = time.monotonic()
+        batch_every = max(1, int(rate / 2000))  # pace in small bursts above 2,000 msg/s
+        out = []
+        for i in range(total):
+            ts = str(time.time_ns()).encode()
+            out.append(resp(b"PUBLISH", channels[i % len(channels)],
+                            ts + b"x" * max(0, size - len(ts))))
+            if len(out) >= batch_every:
+                self.pub.sendall(b"".join(out))
+                out = []
+                delay = start + (i + 1) / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        if out:
+            self.pub.sendall(b"".join(out))
+        elapsed = time.monotonic() - start
+        self._drain_replies()
+        return total / elapsed
+
+    def _drain_replies(self) -> None:
+        self.pub.setblocking(False)
+        try:
+            while self.pub.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
+        self.pub.setblocking(True)
+
+    def run_rate(self, name: str, load: Load, clients: int, channels: list[bytes], rate: float,
+                 per_message: int) -> Row:
+        seconds = self.args.seconds
+        load.report()  # reset counters
+        cpu0, lcpu0, t0 = self.gateway_cpu(), load.cpu(), time.monotonic()
+        achieved = self.publish(channels, rate, seconds)
+        time.sleep(1.0)  # let the tail arrive
+        elapsed = time.monotonic() - t0
+        got, lat = load.report()
+        self._drain_replies()
+        gw_cpu = (self.gateway_cpu() - cpu0) / elapsed
+        load_cpu = (load.cpu() - lcpu0) / elapsed
+        expected = int(rate * seconds) * per_message
+        lat.sort()
+        pick = (lambda q: lat[min(len(lat) - 1, int(len(lat) * q))]) if lat else (lambda q: 0.0)
+        return Row(
+            name, clients, achieved, got / (elapsed - 1.0), max(0.0, 1 - got / expected),
+            statistics.median(lat) if lat else 0.0, pick(0.99), lat[-1] if lat else 0.0,
+            gw_cpu, load_cpu, (gw_cpu * elapsed) / got * 1e6 if got else 0.0,
+        )
+
+    def close(self) -> None:
+        self.gateway.terminate()
+        try:
+            self.gateway.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.gateway.kill()
+        self.redis.terminate()
+        self.redis.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--processes", type=int, default=1, help="gateway processes")
+    ap.add_argument("--load-workers", type=int, default=2, help="C load processes")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per rate")
+    ap.add_argument("--size", type=int, default=100, help="payload bytes")
+    ap.add_argument("--idle-clients", type=int, default=10000)
+    ap.add_argument("--rates", default="20,50,100,150,200,300",
+                    help="fan-out rates, msg/s, to 1,000 clients")
+    ap.add_argument("--quick", action="store_true", help="small figures, for a smoke run")
+    ap.add_argument("--only", choices=["idle", "light", "fanout", "channels"], action="append")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if args.quick:
+        args.idle_clients, args.seconds, args.rates = 1000, 2.0, "20,100"
+    only = set(args.only or ["idle", "light", "fanout", "channels"])
+    lines = [
+        f"Gateway `--processes {args.processes}`, {args.size}-byte payloads, {args.seconds:.0f} s "
+        f"per row, HTTP/1.1 clients from {args.load_workers} C load processes, "
+        f"{os.cpu_count()} cores shared by everything.",
+        "",
+    ]
+    rows: list[Row] = []
+
+    if "idle" in only:
+        b = Bench(args)
+        try:
+            mem0 = b.memory_kib()
+            load = Load(b.loadclient, b.port, args.idle_clients, "/s/idle", 1, args.load_workers)
+            b.wait_subscribed([b"idle"])
+            time.sleep(1.0)
+            mem1 = b.memory_kib()
+            lines += [
+                f"**Idle**: {args.idle_clients:,} clients connected in "
+                f"{load.connect_seconds:.2f} s; memory per idle connection "
+                f"{(mem1 - mem0) * 1024 / args.idle_clients:,.0f} B (PSS of the gateway "
+                f"processes and Redis: {mem0 / 1024:.1f} -> {mem1 / 1024:.1f} MiB).",
+                "",
+            ]
+            load.close()
+        finally:
+            b.close()
+
+    def scenario(name: str, clients: int, nchannels: int, rates: list[float]) -> None:
+        b = Bench(args)
+        try:
+            path = "/s/c%d" if nchannels > 1 else "/s/bench"
+            chans = [b"c%d" % i for i in range(nchannels)] if nchannels > 1 else [b"bench"]
+            load = Load(b.loadclient, b.port, clients, path, nchannels, args.load_workers)
+            b.wait_subscribed(chans)
+            per_message = clients // nchannels
+            for rate in rates:
+                row = b.run_rate(name, load, clients, chans, rate, per_message)
+                rows.append(row)
+                print(row, file=sys.stderr)
+                if name == "fan-out" and (row.loss > 0.001 or row.p99 > 1000):
+                    break  # saturated
+            load.close()
+        finally:
+            b.close()
+
+    if "light" in only:
+        scenario("light", 1000, 1, [10])
+    if "fanout" in only:
+        scenario("fan-out", 1000, 1, [float(r) for r in args.rates.split(",")])
+    if "channels" in only:
+        scenario("channels", 1000, 1000, [1000])
+
+    if rows:
+        lines += [
+            "| scenario | clients | msg/s | deliveries/s | loss | p50 ms | p99 ms | max ms "
+            "| gateway CPU | µs CPU/delivery | load CPU |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r.scenario} | {r.clients:,} | {r.rate:,.0f} | {r.delivered:,.0f} | "
+                f"{r.loss:.2%} | {r.p50:.1f} | {r.p99:.1f} | {r.max:.1f} | {r.gw_cpu:.0%} | "
+                f"{r.us_per_event:.1f} | {r.load_cpu:.0%} |"
+            )
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -130,11 +130,24 @@ class ChildProcessService(Service):
     # -- the child --------------------------------------------------------------------------
 
     def _spawn_child(
-        self, argv: list[str], env: Mapping[str, str], path: str | None = None
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        path: str | None = None,
+        extra_fds: Mapping[int, int] | None = None,
     ) -> IProcessTransport:
-        """Spawn ``argv`` with its stdin closed and make it the child; OSError if it cannot."""
+        """Spawn ``argv`` with its stdin closed and make it the child; OSError if it cannot.
+
+        ``extra_fds`` maps child descriptor numbers (3 and up) to descriptors of ours that
+        the child inherits (the listening sockets of ``--processes`` workers).
+        """
         protocol = LineProcessProtocol(self._line_received, self._child_ended)
-        process = self._reactor.spawnProcess(protocol, argv[0], argv, env=env, path=path)
+        kwargs: dict[str, Any] = {}
+        if extra_fds:
+            kwargs["childFDs"] = {0: "w", 1: "r", 2: "r", **extra_fds}
+        process = self._reactor.spawnProcess(
+            protocol, argv[0], argv, env=env, path=path, **kwargs
+        )
         process.closeStdin()
         self._process = process
         self._pid = process.pid

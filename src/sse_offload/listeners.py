@@ -92,6 +92,7 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
         if spec.mode is not None:
             os.chmod(path, spec.mode)
         s.listen(spec.backlog)
+        s.setblocking(False)  # adoptStreamPort requires it; shared by every worker
         return [s] * count
     assert isinstance(spec.address, tuple)
     host, port = spec.address
@@ -105,6 +106,7 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
             s.bind((host, port))
             port = s.getsockname()[1]  # port 0: every worker binds the one the first got
             s.listen(spec.backlog)
+            s.setblocking(False)  # adoptStreamPort requires it (Twisted accepts in a loop)
     except OSError:
         for s in sockets:
             s.close()

@@ -37,7 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
+    # The master relays these lines into its own log, with its own timestamps.
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stdout, timeFormat=None)], redirectStandardIO=False
+    )
     try:
         config = load_rules(args.rules)
     except RulesError as e:
@@ -46,16 +49,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    from .service import build_gateway
+    from .redis_address import parse_address
+    from .service import ConfigurationError, build_gateway
 
-    hub, site = build_gateway(
-        config, args.redis, args.keepalive, reactor, implicit_default=args.implicit_default
-    )
+    try:
+        parts = build_gateway(
+            config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default
+        )
+    except ConfigurationError as e:
+        sys.stderr.write(f"{e}\n")
+        return 1
     for fd, family in args.fd:
-        reactor.adoptStreamPort(fd, family, site)
+        reactor.adoptStreamPort(fd, family, parts.site)
         os.close(fd)  # adoptStreamPort duplicated it
-    hub.startService()
-    reactor.addSystemEventTrigger("before", "shutdown", hub.stopService)
+    parts.hub.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)
     log.info("worker {index} (pid {pid}) serving", index=args.index, pid=os.getpid())
     reactor.run()
     return 0

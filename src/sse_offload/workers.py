@@ -1,0 +1,174 @@
+"""``--processes N``: the master's pool of gateway worker processes.
+
+The master opens the listening sockets and spawns each worker with ``spawnProcess`` and
+``childFDs`` (a running reactor is never forked); every worker adopts its sockets and runs
+its own hub, so the gateway holds one Redis subscription per channel per worker. A worker
+that dies is restarted with backoff; SIGTERM to the master stops every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+from twisted.application import service
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ._process import ChildProcessService
+from .listeners import ListenError, ListenSpec, open_sockets, parse_listen
+from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
+from .mules import STABLE_RUN_SECONDS as STABLE_RUN
+from .options import ConfigurationError, Settings
+
+#: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
+STOP_GRACE_SECONDS: Final = 10.0
+_FIRST_CHILD_FD: Final = 3
+
+
+class WorkerProcess(ChildProcessService):
+    """One worker, kept running: restarted with the mules' backoff if it exits."""
+
+    log = Logger()
+
+    def __init__(
+        self, index: int, argv: Callable[[], list[str]], fds: dict[int, int], reactor: Any
+    ) -> None:
+        super().__init__(reactor)
+        self.index = index
+        self._argv = argv
+        self._fds = fds
+        self._delay = RESTART_DELAY_INITIAL
+        self._started_at = 0.0
+        self._restart_call: DelayedCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._spawn()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._restart_call is not None and self._restart_call.active():
+            self._restart_call.cancel()
+        self._restart_call = None
+        return self._stop_child(STOP_GRACE_SECONDS)
+
+    def _spawn(self) -> None:
+        self._restart_call = None
+        if not self.running:
+            return
+        self._started_at = self._reactor.seconds()
+        try:
+            process = self._spawn_child(self._argv(), os.environ, extra_fds=self._fds)
+        except OSError as e:
+            self.log.error("cannot start worker {index}: {error}", index=self.index, error=e)
+            self._schedule_restart()
+            return
+        self.log.info("worker {index} started (pid {pid})", index=self.index, pid=process.pid)
+
+    def _schedule_restart(self) -> None:
+        if self._reactor.seconds() - self._started_at >= STABLE_RUN:
+            self._delay = RESTART_DELAY_INITIAL
+        delay = self._delay
+        self._delay = min(RESTART_DELAY_MAX, self._delay * RESTART_DELAY_FACTOR)
+        self._restart_call = self._reactor.callLater(delay, self._spawn)
+
+    def _line_received(self, stream: str, line: str) -> None:
+        self.log.info("[worker {index}] {line}", index=self.index, line=line, stream=stream)
+
+    def _process_ended(self, pid: int | None, status: str) -> None:
+        if self._stop_waiters:
+            self.log.info("worker {index} (pid {pid}) stopped: {status}",
+                          index=self.index, pid=pid, status=status)
+            self._child_stopped()
+            return
+        if not self.running:
+            return
+        self._schedule_restart()
+        self.log.error(
+            "worker {index} (pid {pid}) exited with {status}; restarting in {delay}s",
+            index=self.index, pid=pid, status=status,
+            delay=self._restart_call.getTime() - self._reactor.seconds()
+            if self._restart_call else 0,
+        )
+
+    def _log_stopping(self, pid: int | None) -> None:
+        self.log.info("stopping worker {index} (pid {pid})", index=self.index, pid=pid)
+
+    def _log_killing(self, grace: float) -> None:
+        self.log.warn("worker {index} ignored SIGTERM for {grace}s: sending SIGKILL",
+                      index=self.index, grace=grace)
+
+
+class WorkerPool(service.MultiService):
+    """The master's workers and the listening sockets they share."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        root: Any,
+        rules_path: str,
+        listen: list[str],
+        settings: Settings,
+        reactor: Any,
+    ) -> None:
+        super().__init__()
+        try:
+            self.specs: list[ListenSpec] = [parse_listen(d) for d in listen]
+        except ListenError as e:
+            raise ConfigurationError(str(e)) from None
+        self.root = root
+        self.rules_path = os.path.abspath(rules_path)
+        self.settings = settings
+        self.reactor = reactor
+        self.sockets: list[list[socket.socket]] = []
+
+    def startService(self) -> None:
+        super().startService()
+        count = self.settings.processes
+        self.sockets = [open_sockets(spec, count) for spec in self.specs]
+        for spec, socks in zip(self.specs, self.sockets, strict=True):
+            self.log.info("listening on {address} for {count} workers",
+                          address=socks[0].getsockname() or spec.address, count=count)
+        for index in range(count):
+            fds, fd_args = {}, []
+            for n, (spec, socks) in enumerate(zip(self.specs, self.sockets, strict=True)):
+                child_fd = _FIRST_CHILD_FD + n
+                fds[child_fd] = socks[index].fileno()
+                fd_args += ["--fd", f"{child_fd}:{spec.family_name}"]
+            worker = WorkerProcess(index, self._argv_for(index, fd_args), fds, self.reactor)
+            worker.setServiceParent(self)  # started at once: the pool is running
+
+    def _argv_for(self, index: int, fd_args: list[str]) -> Callable[[], list[str]]:
+        def argv() -> list[str]:
+            s = self.settings
+            args = [
+                sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
+                "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
+                "--index", str(index), *fd_args,
+            ]
+            return [*args, "--implicit-default"] if s.implicit_default else args
+
+        return argv
+
+    def stopService(self) -> Deferred[object]:
+        d: Deferred[object] = super().stopService()
+        d.addBoth(self._close_sockets)
+        return d
+
+    def _close_sockets(self, result: object) -> object:
+        for spec, socks in zip(self.specs, self.sockets, strict=True):
+            for s in set(socks):
+                s.close()
+            if spec.family == socket.AF_UNIX and isinstance(spec.address, str):
+                try:
+                    os.unlink(spec.address)
+                except OSError:
+                    pass
+        self.sockets = []
+        return result

@@ -310,9 +310,10 @@ def test_keys_not_built_yet_are_warned_about_at_startup(gateway_factory, redis_s
         [uwsgi]
         route = ^/whattimeisit sse:clock
         final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-        collect-header = Content-Type RESPONSE_TYPE
+        wsgi-file = app.py
     """
     gw = gateway_factory(rules, redis=redis_server.address).start()
-    log = gw.wait_log("collect-header")
-    assert "rules.ini:3:" in log and "final-route-if-not" in log
-    assert "rules.ini:4:" in log
+    log = gw.wait_log("wsgi-file")
+    assert "rules.ini:4:" in log and "'wsgi-file' is not supported yet" in log
+    # the response side is parsed and run, with a note that it only sees gateway responses
+    assert "rules.ini:3:" in log and "until an app is configured" in log

@@ -142,7 +142,10 @@ def test_unknown_action_lists_the_known_ones_and_suggests_the_closest() -> None:
     diagnostic = route_error("^/x ssee:clock")
     assert diagnostic.pos is not None and diagnostic.pos.col == 13
     assert diagnostic.message == (
-        "unknown action 'ssee'; known actions: break, continue, last, sse, sseraw;"
+        "unknown action 'ssee'; known actions: addheader, addvar, basicauth, basicauth-next,"
+        " break, continue=last, delheader=remheader, donotlog, goto, log, logvar,"
+        " redirect=redirect-302, redirect-permanent=redirect-301, return=break-with-status,"
+        " rewrite, rewrite-last, setmethod, setpathinfo, seturi, sse, sseraw, static;"
         " did you mean 'sse'?"
     )
 
@@ -155,9 +158,10 @@ def test_action_names_are_case_sensitive() -> None:
     assert route_error("^/x SSE:clock").message.startswith("unknown action 'SSE'")
 
 
-def test_action_of_the_complete_language_is_not_supported_yet() -> None:
-    assert route_error("^/x goto:label").message.startswith(
-        "action 'goto' is not supported yet; known actions:"
+def test_uwsgi_action_this_gateway_does_not_implement_is_named_as_such() -> None:
+    assert route_error("^/x disableheaders:").message.startswith(
+        "action 'disableheaders' is a uWSGI action this gateway does not implement;"
+        " known actions: addheader,"
     )
 
 
@@ -216,9 +220,9 @@ def test_three_bad_lines_report_three_errors_in_order() -> None:
 
 def test_rules_error_carries_the_warnings_too() -> None:
     with pytest.raises(RulesError) as info:
-        load("[uwsgi]\nroute-if = x\nroute = ^/a last\n")
-    assert [w.message for w in info.value.warnings] == ["'route-if' is not supported yet; ignored"]
-    assert "route-if" not in str(info.value)
+        load("[uwsgi]\nwsgi-file = x\nroute = ^/a last\n")
+    assert [w.message for w in info.value.warnings] == ["'wsgi-file' is not supported yet; ignored"]
+    assert "wsgi-file" not in str(info.value)
 
 
 # --- properties -------------------------------------------------------------------------

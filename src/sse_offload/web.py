@@ -1,20 +1,50 @@
-"""The front resource: request vars -> the routing engine -> stream, static file or answer."""
+"""The front resource: request vars -> the routing engine -> stream, static file or answer.
+
+Every response goes through the response side of the rules (:func:`respond`) just before
+its head is written: ``collect-header``/``pull-header``/``del-header`` see its headers,
+the response and final chains run (their logging actions always do), and the
+``add-header``/``addheader:`` lines are appended. A request closed without a response
+(``break:``) runs the final chain alone. Until an app is configured, offloads in the
+response-side chains are ignored for the responses the gateway makes itself (docs/rules.md,
+"Chains").
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server, static
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from .config import Config, StaticMap
+from .config import Config
+from .config.grammar import reason_phrase
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
-from .routing import Break, Continue, Offload, normalize_path_info, parse_sse_arg, run_chain
+from .routing import (
+    AuthRequired,
+    Break,
+    Continue,
+    Offload,
+    Outcome,
+    PendingAuth,
+    Redirect,
+    RequestState,
+    Return,
+    Static,
+    cgi_vars,
+    parse_sse_arg,
+    respond,
+    run_chain,
+    static_map_target,
+)
+from .routing.state import Verifier
 from .sse import Mode
 from .stream import DEFAULT_MAX_QUEUED, SSEStream
 
@@ -31,55 +61,77 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
 def request_vars(request: Request) -> dict[str, str]:
     """The CGI-style vars uWSGI gives a request (seed-behaviour §3.9), as text."""
-    uri = request.uri
-    path, _, query = uri.partition(b"?")
     host = request.getHost()
     peer = request.getClientAddress()
-    vars: dict[str, str] = {
-        "REQUEST_METHOD": _text(request.method),
-        "REQUEST_URI": _text(uri),
-        "PATH_INFO": normalize_path_info(path),
-        "QUERY_STRING": _text(query),
-        "SERVER_PROTOCOL": _text(request.clientproto),
-        "SCRIPT_NAME": "",
-        "SERVER_PORT": str(getattr(host, "port", "")),
-        "REMOTE_ADDR": str(getattr(peer, "host", "")),
-        "REMOTE_PORT": str(getattr(peer, "port", "")),
-        "CONTENT_LENGTH": "",
-        "CONTENT_TYPE": "",
-    }
     hostname = request.getRequestHostname()
-    vars["SERVER_NAME"] = _text(hostname) if hostname else ""
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        key = _text(name).upper().replace("-", "_")
-        value = _text(b", ".join(values))
-        if key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-            vars[key] = value
-        else:
-            vars["HTTP_" + key] = value
-    return vars
+    headers = (
+        (name, value)
+        for name, values in request.requestHeaders.getAllRawHeaders()
+        for value in values
+    )
+    return cgi_vars(
+        request.method,
+        request.uri,
+        request.clientproto,
+        headers,
+        remote_addr=str(getattr(peer, "host", "")),
+        remote_port=str(getattr(peer, "port", "")),
+        server_name=_text(hostname) if hostname else "",
+        server_port=str(getattr(host, "port", "")),
+    )
+
+
+def _run_in_thread(work: Callable[[], Any]) -> Deferred[Any]:
+    return threads.deferToThread(work)
 
 
 @dataclass
 class Gateway:
-    """What the front resource needs: the rules, the hub, and the servers streams may use."""
+    """What the front resource needs: the rules, the hub, and the servers streams may use.
+
+    ``verifier`` checks htpasswd passwords (None: the process-wide store of
+    :mod:`sse_offload.auth`); ``run_in_thread`` runs a slow password hash off the reactor.
+    """
 
     config: Config
     hub: Hub
     default_address: RedisAddress
     allowed_servers: set[tuple[object, ...]] = field(default_factory=set)
     max_queued: int = DEFAULT_MAX_QUEUED
+    verifier: Verifier | None = None
+    run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] = _run_in_thread
 
     def allow(self, addresses: Iterable[RedisAddress]) -> None:
         self.allowed_servers.update(a.key for a in addresses)
+
+    def response_side(self) -> bool:
+        """Does anything in the rules look at, or change, the responses?"""
+        c = self.config
+        return bool(
+            c.response_rules or c.final_rules or c.header_vars or c.add_headers or c.del_headers
+        )
 
 
 def _plain(request: Request, status: int, body: bytes) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     return body
+
+
+def _deliver(request: Request, body: bytes | int) -> None:
+    """Finish a request whose render returned NOT_DONE_YET, as server.Request.render would
+    have with ``body``."""
+    if body == server.NOT_DONE_YET or isinstance(body, int):
+        return
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(b"" if request.method == b"HEAD" else body)
+    request.finish()
 
 
 class GatewayResource(resource.Resource):
@@ -93,44 +145,161 @@ class GatewayResource(resource.Resource):
         self.gateway = gateway
 
     def render(self, request: Request) -> bytes | int:
-        vars = request_vars(request)
-        outcome = run_chain(self.gateway.config.request_rules, vars)
+        state = RequestState(request_vars(request), verifier=self.gateway.verifier)
+        # A password that needs a slow hash is checked in a thread, not here.
+        state.slow_auth = False
+        return self._route(request, state, 0)
+
+    # --- the request chain -----------------------------------------------------------------
+    def _route(self, request: Request, state: RequestState, start: int) -> bytes | int:
+        outcome = run_chain(self.gateway.config.request_rules, state, start=start)
+        self._emit_logs(state)
+        if isinstance(outcome, PendingAuth):
+            return self._verify_then_resume(request, state, outcome)
+        return self._apply(request, state, outcome)
+
+    def _verify_then_resume(
+        self, request: Request, state: RequestState, pending: PendingAuth
+    ) -> int:
+        gone: list[object] = []
+        request.notifyFinish().addBoth(gone.append)
+
+        def resume(_: object) -> None:
+            if not gone:
+                _deliver(request, self._route(request, state, pending.index))
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("checking a password for {uri}", failure, uri=request.uri)
+            if not gone:
+                _deliver(request, _plain(request, 500, b"500 Internal Server Error\n"))
+
+        d = self.gateway.run_in_thread(pending.verify)
+        d.addCallback(resume)
+        d.addErrback(failed)
+        return server.NOT_DONE_YET
+
+    def _apply(self, request: Request, state: RequestState, outcome: Outcome) -> bytes | int:
         if isinstance(outcome, Offload):
-            return self._offload(request, outcome)
+            return self._offload(request, state, outcome)
+        if isinstance(outcome, Break) and outcome.status is None:
+            # DESIGN §4.15: the original closes the connection without a response; the final
+            # chain still runs (uWSGI runs it for every request).
+            self._final_only(state)
+            transport: Any = request.channel.transport if request.channel else None
+            if transport is not None:
+                transport.loseConnection()
+            return server.NOT_DONE_YET
+        self._on_head(request, state)
         if isinstance(outcome, Break):
-            return self._break(request, outcome.status)
+            assert outcome.status is not None
+            request.setResponseCode(outcome.status)
+            request.setHeader(b"Content-Type", b"text/plain")
+            request.setHeader(b"Connection", b"close")
+            return b""
+        if isinstance(outcome, Return):
+            return self._answer(request, outcome.status, outcome.reason)
+        if isinstance(outcome, Redirect):
+            request.setHeader(b"Location", _bytes(outcome.location))
+            return self._answer(request, outcome.status, reason_phrase(outcome.status) or "")
+        if isinstance(outcome, Static):
+            if outcome.path is None:
+                return _plain(request, 404, b"404 Not Found\n")
+            result: bytes | int = static.File(outcome.path).render(request)
+            return result
+        if isinstance(outcome, AuthRequired):
+            request.setResponseCode(401, b"Authorization Required")
+            request.setHeader(b"WWW-Authenticate", _bytes(f'Basic realm="{outcome.realm}"'))
+            request.setHeader(b"Content-Type", b"text/plain")
+            return b"Unauthorized"
         assert isinstance(outcome, Continue)
-        static_file = self._static(request, vars)
+        static_file = self._static_map(request, state)
         if static_file is not None:
             return static_file
         return _plain(request, 404, b"404 Not Found\n")
 
-    # --- break -------------------------------------------------------------------------
-    def _break(self, request: Request, status: int | None) -> bytes | int:
-        if status is None:
-            # DESIGN §4.15: the original closes the connection without a response.
-            request.channel.transport.loseConnection()
-            return server.NOT_DONE_YET
-        request.setResponseCode(status)
+    def _answer(self, request: Request, status: int, reason: str) -> bytes:
+        # U:core/routing.c return: status, text/plain, Content-Length, body = the phrase.
+        request.setResponseCode(status, _bytes(reason))
         request.setHeader(b"Content-Type", b"text/plain")
-        request.setHeader(b"Connection", b"close")
-        return b""
+        return _bytes(reason)
+
+    # --- the response side -------------------------------------------------------------------
+    def _on_head(self, request: Request, state: RequestState) -> None:
+        """Run the response side when the response's head is about to be written."""
+        if not self.gateway.response_side() and not (
+            state.add_headers or state.del_headers or state.logvars
+        ):
+            return
+        original = request.write
+
+        def write(data: bytes) -> None:
+            request.__dict__.pop("write", None)  # once: later writes go straight through
+            self._respond(request, state)
+            original(data)
+
+        request.write = write  # type: ignore[method-assign]
+
+    def _respond(self, request: Request, state: RequestState) -> None:
+        headers = [
+            (_text(name), _text(value))
+            for name, values in request.responseHeaders.getAllRawHeaders()
+            for value in values
+        ]
+        decision = respond(self.gateway.config, state, request.code, headers)
+        if decision.offload is not None:
+            self.log.info(
+                "{rule}: {action} ignored: {uri} is answered by the gateway itself "
+                "(no app is configured)",
+                rule=str(decision.offload.rule.pos),
+                action=str(decision.offload.rule.action),
+                uri=request.uri,
+            )
+        replaced = Headers()
+        for name, value in decision.headers:
+            replaced.addRawHeader(_bytes(name), _bytes(value))
+        request.responseHeaders = replaced
+        self._emit_logs(state, request.code)
+
+    def _final_only(self, state: RequestState) -> None:
+        if self.gateway.config.final_rules:
+            run_chain(self.gateway.config.final_rules, state)
+        self._emit_logs(state, "-")
+
+    def _emit_logs(self, state: RequestState, status: int | str | None = None) -> None:
+        """Emit the queued log lines; with ``status`` (the response is done deciding), also
+        the request's ``logvar:`` line unless ``donotlog:`` said not to."""
+        for level, message in state.take_logs():
+            if level == "error":
+                self.log.error("{message}", message=message)
+            elif level == "warn":
+                self.log.warn("{message}", message=message)
+            else:
+                self.log.info("{message}", message=message)
+        if status is not None and state.logvars and not state.donotlog:
+            self.log.info(
+                "{method} {uri} {status} {logvars}",
+                method=state.vars.get("REQUEST_METHOD", ""),
+                uri=state.vars.get("REQUEST_URI", ""),
+                status=status,
+                logvars=" ".join(f"{k}={v}" for k, v in state.logvars.items()),
+            )
 
     # --- static-map ----------------------------------------------------------------------
-    def _static(self, request: Request, vars: dict[str, str]) -> bytes | int | None:
-        if request.method not in (b"GET", b"HEAD"):
+    def _static_map(self, request: Request, state: RequestState) -> bytes | int | None:
+        # The vars, not the request: setmethod/setpathinfo/rewrite have their say here.
+        if state.vars.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return None
-        path_info = vars["PATH_INFO"]
+        path_info = state.vars.get("PATH_INFO", "")
         for mapping in self.gateway.config.static_maps:
             if path_info.startswith(mapping.mount):
-                target = _static_target(mapping, path_info[len(mapping.mount) :])
+                target = static_map_target(mapping, path_info[len(mapping.mount) :])
                 if target is not None:
                     result: bytes | int = static.File(target).render(request)
                     return result
         return None
 
     # --- offload -------------------------------------------------------------------------
-    def _offload(self, request: Request, outcome: Offload) -> bytes | int:
+    def _offload(self, request: Request, state: RequestState, outcome: Offload) -> bytes | int:
         gateway = self.gateway
         target = parse_sse_arg(outcome.arg)
         rule = outcome.rule
@@ -139,6 +308,7 @@ class GatewayResource(resource.Resource):
                 "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
                 rule=str(rule.pos), mode=outcome.mode, uri=request.uri,
             )
+            self._on_head(request, state)
             return _plain(request, 500, b"500 Internal Server Error\n")
         if target.server is None:
             address = gateway.default_address
@@ -147,6 +317,7 @@ class GatewayResource(resource.Resource):
                 address = parse_address(target.server)
             except AddressError as e:
                 self.log.error("{rule}: {error}", rule=str(rule.pos), error=str(e))
+                self._on_head(request, state)
                 return _plain(request, 500, b"500 Internal Server Error\n")
         if address.key not in gateway.allowed_servers:
             # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
@@ -155,30 +326,21 @@ class GatewayResource(resource.Resource):
                 "{rule}: refused server {server!r} for {uri}: not a server the configuration names",
                 rule=str(rule.pos), server=target.server, uri=request.uri,
             )
+            self._on_head(request, state)
             return _plain(request, 403, b"403 Forbidden\n")
+        state.streaming = True
         for name, value in SSE_HEADERS:
             request.setHeader(name, value)
         request.setResponseCode(200)
         if request.method == b"HEAD":
+            self._on_head(request, state)
             return b""  # DESIGN §4.7: HEAD gets the head and ends
         stream = SSEStream(request, Mode(outcome.mode), gateway.max_queued)
+        # After the stream took request.write for its own writes: the hook runs once, when
+        # start() writes the head.
+        self._on_head(request, state)
         channel = target.channel.encode("utf-8", "surrogateescape")
         stream.start()
         if not stream.closed:
             stream.on_close = gateway.hub.subscribe(address, channel, stream)
         return server.NOT_DONE_YET
-
-
-def _static_target(mapping: StaticMap, rest: str) -> str | None:
-    """The file a static-map serves for ``rest`` of the path, never outside the mapped path."""
-    if "\0" in rest:
-        return None  # a %00 in the URL: no file has that name
-    base = os.path.realpath(mapping.path)
-    if os.path.isfile(base):
-        return base  # a mount mapped to a file serves it for every path with the prefix
-    if not os.path.isdir(base):
-        return None
-    candidate = os.path.realpath(os.path.join(base, rest.lstrip("/")))
-    if os.path.commonpath([base, candidate]) != base or not os.path.isfile(candidate):
-        return None  # outside the mapped directory, missing, or a directory (no listings)
-    return candidate

@@ -1,12 +1,21 @@
-"""pyparsing grammar of rule values: ``route = REGEX ACTION:ARG`` (seed-behaviour §3.3).
+"""pyparsing grammars of routing values (seed-behaviour §3.3) and the checks of their parts.
 
 Only the *value* of a routing key is parsed here; the ini reader has already split lines.
+The forms, split exactly where uWSGI splits them (no whitespace is skipped anywhere):
+
+- ``route``, ``route-host``, ... : ``REGEX ACTION:ARG``
+- ``route-if``, ``route-if-not`` : ``CONDITION:ARG ACTION:ARG``
+- ``route-run``                  : ``ACTION:ARG``
+- ``route-label``                : ``NAME``
+- ``*-route-status``             : ``STATUS ACTION:ARG``
+
 Every error becomes a :class:`RulesError` pointing at the offending column.
 """
 
 from __future__ import annotations
 
 import difflib
+import http
 import re
 import warnings
 from collections.abc import Callable
@@ -14,47 +23,98 @@ from dataclasses import dataclass
 
 import pyparsing as pp
 
-from sse_offload.config.model import Action, Diagnostic, Rule, RulesError, SourcePos
+from sse_offload.config.model import Action, Condition, Diagnostic, Rule, RulesError, SourcePos
 
 #: Maps an offset in a rule value to its position in the rules file.
 Locator = Callable[[int], SourcePos]
 
-#: Canonical names of the actions this version runs.
-ACTIONS = ("sse", "sseraw", "continue", "break")
-ACTION_ALIASES = {"last": "continue"}
+#: Canonical action names, each with its aliases (seed §3.7, uWSGI's router plugins).
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "sse": (),
+    "sseraw": (),
+    "continue": ("last",),
+    "break": (),
+    "return": ("break-with-status",),
+    "goto": (),
+    "log": (),
+    "logvar": (),
+    "donotlog": (),
+    "addvar": (),
+    "addheader": (),
+    "delheader": ("remheader",),
+    "redirect": ("redirect-302",),
+    "redirect-permanent": ("redirect-301",),
+    "rewrite": (),
+    "rewrite-last": (),
+    "static": (),
+    "basicauth": (),
+    "basicauth-next": (),
+    "setmethod": (),
+    "seturi": (),
+    "setpathinfo": (),
+}
+ACTIONS = tuple(ACTION_NAMES)
+ACTION_ALIASES = {alias: name for name, aliases in ACTION_NAMES.items() for alias in aliases}
 KNOWN_ACTIONS = tuple(sorted((*ACTIONS, *ACTION_ALIASES)))
-#: uWSGI actions of the complete language that this version does not run yet.
-LATER_ACTIONS = frozenset(
+#: uWSGI actions this gateway does not implement (a config using one is refused, by name).
+UWSGI_ONLY_ACTIONS = frozenset(
     {
-        "goto",
-        "log",
-        "logvar",
-        "addvar",
-        "addheader",
-        "delheader",
-        "remheader",
-        "return",
-        "break-with-status",
-        "disableheaders",
-        "donotlog",
-        "donotoffload",
-        "clearheaders",
-        "resetheaders",
-        "send",
-        "send-crnl",
-        "redirect",
-        "redirect-302",
-        "redirect-permanent",
-        "redirect-301",
-        "rewrite",
-        "rewrite-last",
-        "static",
-        "file",
-        "http",
+        "disableheaders", "donotoffload", "clearheaders", "resetheaders", "send", "send-crnl",
+        "signal", "chdir", "setapp", "setuser", "sethome", "setfile", "setscriptname",
+        "setremoteaddr", "fixpathinfo", "setdocroot", "setscheme", "setprocname", "alarm",
+        "setmodifier1", "setmodifier2", "harakiri", "flush", "fixcl", "forcecl", "static-next",
+        "file", "file-next", "sendfile", "fastfile", "uwsgi", "proxyuwsgi", "http", "httpdumb",
+        "proxyhttp", "httpconnect", "ldapauth", "cache", "cachestore", "cachevar", "memcached",
+        "redis", "redis-continue", "redisstore", "rpc", "call", "rpcret", "rpcnext", "rpcraw",
+        "rpcvar", "access", "expires", "hash", "metric", "gzip", "chunked", "template",
+        "toupper", "tofile", "offload", "xslt", "ssi", "cgi", "xmldir", "gridfs", "symcall",
+        "radius", "spnego", "+", "-", "*", "/",
     }
 )
 
+#: Canonical condition names with their aliases (seed §3.4), and how many operands.
+CONDITION_NAMES: dict[str, tuple[str, ...]] = {
+    "equal": ("isequal", "eq", "=="),
+    "startswith": (),
+    "endswith": (),
+    "contains": ("contain",),
+    "regexp": ("re",),
+    "ishigher": (">",),
+    "ishigherequal": (">=",),
+    "islower": ("<",),
+    "islowerequal": ("<=",),
+    "empty": (),
+    "exists": (),
+    "isfile": (),
+    "isdir": (),
+    "islink": (),
+    "isexec": (),
+    "ipv4in": (),
+    "ipv6in": (),
+}
+CONDITIONS = tuple(CONDITION_NAMES)
+CONDITION_ALIASES = {a: name for name, aliases in CONDITION_NAMES.items() for a in aliases}
+KNOWN_CONDITIONS = tuple(sorted((*CONDITIONS, *CONDITION_ALIASES)))
+#: Conditions that take ``A;B`` (without a ``;`` they are simply false, as in uWSGI).
+TWO_OPERANDS = frozenset(
+    {
+        "equal", "startswith", "endswith", "contains", "regexp", "ishigher", "ishigherequal",
+        "islower", "islowerequal", "ipv4in", "ipv6in",
+    }
+)
+#: uWSGI conditions that need machinery this gateway does not have.
+UWSGI_ONLY_CONDITIONS = {
+    "lord": "it needs a uWSGI Legion",
+    "incache": "it needs the uWSGI cache",
+}
+
 _STATUS_RE = re.compile(r"([0-9]+)(?: .*)?", re.DOTALL)
+_NUMBER_RE = re.compile(r"[0-9]+")
+
+
+def _listing(names: dict[str, tuple[str, ...]]) -> str:
+    """``a, b=alias, c``: canonical names in order with their aliases joined by ``=``."""
+    return ", ".join("=".join((name, *aliases)) for name, aliases in sorted(names.items()))
 
 
 @dataclass(frozen=True)
@@ -66,35 +126,96 @@ class Token:
 
 
 @dataclass(frozen=True)
-class RouteSyntax:
-    """The three parts of a ``route`` value, before any checking."""
+class ActionSyntax:
+    """``NAME:ARG`` before any checking."""
 
-    regex: Token
     name: Token
     arg: Token
+
+
+@dataclass(frozen=True)
+class RouteSyntax:
+    """The parts of a routing value before any checking; ``head`` is the part before the
+    action (regex, status or condition name), ``cond_arg`` the condition's argument."""
+
+    head: Token | None
+    action: ActionSyntax
+    cond_arg: Token | None = None
+
+    # Kept for callers of the first version, which named the head ``regex``.
+    @property
+    def regex(self) -> Token:
+        assert self.head is not None
+        return self.head
+
+    @property
+    def name(self) -> Token:
+        return self.action.name
+
+    @property
+    def arg(self) -> Token:
+        return self.action.arg
 
 
 def _token(s: str, loc: int, toks: pp.ParseResults) -> Token:
     return Token(str(toks[0]), loc)
 
 
-def _route(toks: pp.ParseResults) -> RouteSyntax:
-    return RouteSyntax(toks[0], toks[1], toks[2])
+def _action(toks: pp.ParseResults) -> ActionSyntax:
+    return ActionSyntax(toks[0], toks[1])
+
+
+def _headed(toks: pp.ParseResults) -> RouteSyntax:
+    return RouteSyntax(toks[0], toks[1])
+
+
+def _conditional(toks: pp.ParseResults) -> RouteSyntax:
+    return RouteSyntax(toks[0], toks[2], cond_arg=toks[1])
+
+
+def _bare(toks: pp.ParseResults) -> RouteSyntax:
+    return RouteSyntax(None, toks[0])
+
+
+def _exact(element: pp.ParserElement) -> pp.ParserElement:
+    # The value is split exactly where uWSGI splits it: no whitespace is skipped anywhere.
+    return element.leave_whitespace().parse_with_tabs()
 
 
 REGEX = pp.Regex(r"[^ ]+").set_name("regex").set_parse_action(_token)
 SPACE = pp.Literal(" ").set_name("a space and an action after the regex")
 ACTION_NAME = pp.Regex(r"[^:\s]+").set_name("action name").set_parse_action(_token)
 COLON = pp.Literal(":").set_name("':' after the action name")
-ACTION_ARG = pp.Regex(r".*").set_name("action argument").set_parse_action(_token)
-ACTION = (ACTION_NAME + pp.Suppress(COLON) + ACTION_ARG).set_name("action")
-# The value is split exactly where uWSGI splits it: no whitespace is skipped anywhere.
-ROUTE = (
-    (REGEX + pp.Suppress(SPACE) + ACTION)
-    .set_name("route")
-    .set_parse_action(_route)
-    .leave_whitespace()
-    .parse_with_tabs()
+ACTION_ARG = pp.Regex(r".*", re.DOTALL).set_name("action argument").set_parse_action(_token)
+ACTION = (
+    (ACTION_NAME + pp.Suppress(COLON) + ACTION_ARG).set_name("action").set_parse_action(_action)
+)
+ROUTE = _exact((REGEX + pp.Suppress(SPACE) + ACTION).set_name("route").set_parse_action(_headed))
+
+CONDITION_NAME = pp.Regex(r"[^:\s]+").set_name("condition name").set_parse_action(_token)
+CONDITION_COLON = pp.Literal(":").set_name("':' after the condition name")
+CONDITION_ARG = pp.Regex(r"[^ ]*").set_name("condition argument").set_parse_action(_token)
+CONDITION_SPACE = pp.Literal(" ").set_name("a space and an action after the condition")
+ROUTE_IF = _exact(
+    (
+        CONDITION_NAME
+        + pp.Suppress(CONDITION_COLON)
+        + CONDITION_ARG
+        + pp.Suppress(CONDITION_SPACE)
+        + ACTION
+    )
+    .set_name("route-if")
+    .set_parse_action(_conditional)
+)
+
+ROUTE_RUN = _exact(ACTION.copy().set_parse_action(_action, _bare))
+
+STATUS_CODE = pp.Regex(r"[0-9]+").set_name("a status code").set_parse_action(_token)
+STATUS_SPACE = pp.Literal(" ").set_name("a space and an action after the status")
+ROUTE_STATUS = _exact(
+    (STATUS_CODE + pp.Suppress(STATUS_SPACE) + ACTION)
+    .set_name("route-status")
+    .set_parse_action(_headed)
 )
 
 
@@ -113,6 +234,15 @@ def _syntax_message(exc: pp.ParseBaseException) -> str:
     return f"{message}, found {rest.split(maxsplit=1)[0][:20]!r}"
 
 
+def _parse(element: pp.ParserElement, value: str, locate: Locator) -> RouteSyntax:
+    try:
+        syntax = element.parse_string(value, parse_all=True)[0]
+    except pp.ParseBaseException as exc:
+        raise error(locate(exc.loc), _syntax_message(exc)) from None
+    assert isinstance(syntax, RouteSyntax)
+    return syntax
+
+
 def parse_break_status(arg: str) -> int | None:
     """Return the status of a ``break:`` argument: None when empty; ValueError when invalid."""
     if not arg:
@@ -123,28 +253,91 @@ def parse_break_status(arg: str) -> int | None:
     return int(match.group(1))
 
 
-def make_action(name: Token, arg: Token, locate: Locator) -> Action:
-    """Check an action name and argument; return the Action or raise RulesError."""
-    canonical = ACTION_ALIASES.get(name.text, name.text)
-    known = ", ".join(KNOWN_ACTIONS)
-    if canonical not in ACTIONS:
-        if name.text in LATER_ACTIONS:
-            message = f"action {name.text!r} is not supported yet; known actions: {known}"
-        else:
-            message = f"unknown action {name.text!r}; known actions: {known}"
-            close = difflib.get_close_matches(name.text, KNOWN_ACTIONS, n=1)
-            if close:
-                message += f"; did you mean {close[0]!r}?"
-        raise error(locate(name.loc), message)
+def reason_phrase(status: int) -> str | None:
+    """The standard reason phrase of ``status`` (Python's table), or None if it has none."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return None
+
+
+def _suggest(message: str, word: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
+def _check_argument(
+    canonical: str, written: str, arg: Token, locate: Locator, notes: list[Diagnostic] | None
+) -> None:
+    """Refuse an argument the action can never use (uWSGI refuses most of these at start)."""
+    text = arg.text
+    where = locate(arg.loc)
     if canonical == "break":
         try:
-            parse_break_status(arg.text)
+            parse_break_status(text)
         except ValueError:
             raise error(
-                locate(arg.loc),
-                f"expected an HTTP status (100-599) or nothing after 'break:', not {arg.text!r}",
+                where,
+                f"expected an HTTP status (100-599) or nothing after 'break:', not {text!r}",
             ) from None
-    return Action(canonical, arg.text, locate(name.loc))
+    elif canonical == "return":
+        if _NUMBER_RE.fullmatch(text) is None or not 100 <= int(text) <= 599:
+            raise error(
+                where, f"expected an HTTP status (100-599) after '{written}:', not {text!r}"
+            )
+        if reason_phrase(int(text)) is None and notes is not None:
+            notes.append(
+                Diagnostic(
+                    "warning",
+                    where,
+                    f"status {text} has no standard reason phrase: '{written}:' closes the "
+                    "connection without a response, as uWSGI does",
+                )
+            )
+    elif canonical in ("logvar", "addvar"):
+        if "=" not in text or text.startswith("="):
+            raise error(where, f"expected NAME=VALUE after '{written}:', not {text!r}")
+    elif canonical == "addheader":
+        name, colon, _ = text.partition(":")
+        if "$" not in text and (not colon or not name.strip()):
+            raise error(where, f"expected 'Name: value' after '{written}:', not {text!r}")
+    elif canonical in ("basicauth", "basicauth-next"):
+        if "," not in text:
+            raise error(
+                where,
+                f"expected REALM,USER:PASSWORD or REALM,HTPASSWD-FILE or REALM, after "
+                f"'{written}:', not {text!r}",
+            )
+    elif canonical in (
+        "goto", "delheader", "redirect", "redirect-permanent", "rewrite", "rewrite-last",
+        "static", "setmethod",
+    ):
+        if not text:
+            what = {"goto": "a label or rule number", "delheader": "a header name"}.get(
+                canonical, "an argument"
+            )
+            raise error(where, f"expected {what} after '{written}:'")
+
+
+def make_action(
+    name: Token, arg: Token, locate: Locator, notes: list[Diagnostic] | None = None
+) -> Action:
+    """Check an action name and argument; return the Action or raise RulesError."""
+    canonical = ACTION_ALIASES.get(name.text, name.text)
+    if canonical not in ACTION_NAMES:
+        listing = _listing(ACTION_NAMES)
+        if name.text in UWSGI_ONLY_ACTIONS:
+            message = (
+                f"action {name.text!r} is a uWSGI action this gateway does not implement; "
+                f"known actions: {listing}"
+            )
+        else:
+            message = _suggest(
+                f"unknown action {name.text!r}; known actions: {listing}", name.text, KNOWN_ACTIONS
+            )
+        raise error(locate(name.loc), message)
+    _check_argument(canonical, name.text, arg, locate, notes)
+    return Action(canonical, arg.text, locate(name.loc), name.text)
 
 
 def compile_regex(
@@ -169,6 +362,44 @@ def compile_regex(
     return pattern
 
 
+def make_condition(
+    name: Token, arg: Token, locate: Locator, notes: list[Diagnostic] | None = None
+) -> Condition:
+    """Check a condition name and argument; return the Condition or raise RulesError."""
+    canonical = CONDITION_ALIASES.get(name.text, name.text)
+    if canonical not in CONDITION_NAMES:
+        listing = _listing(CONDITION_NAMES)
+        why = UWSGI_ONLY_CONDITIONS.get(name.text)
+        if why is not None:
+            message = (
+                f"condition {name.text!r} is not supported: {why}; known conditions: {listing}"
+            )
+        else:
+            message = _suggest(
+                f"unknown condition {name.text!r}; known conditions: {listing}",
+                name.text,
+                KNOWN_CONDITIONS,
+            )
+        raise error(locate(name.loc), message)
+    regex = None
+    if canonical in TWO_OPERANDS and ";" not in arg.text:
+        if notes is not None:
+            notes.append(
+                Diagnostic(
+                    "warning",
+                    locate(arg.loc),
+                    f"'{name.text}:' compares two operands written A;B: without a ';' it is "
+                    "always false (as in uWSGI)",
+                )
+            )
+    elif canonical == "regexp":
+        cut = arg.text.index(";") + 1
+        pattern = arg.text[cut:]
+        if "${" not in pattern:
+            regex = compile_regex(Token(pattern, arg.loc + cut), locate, notes)
+    return Condition(canonical, arg.text, locate(name.loc), regex, name.text)
+
+
 def parse_route(
     value: str,
     locate: Locator,
@@ -176,16 +407,89 @@ def parse_route(
     chain: str = "request",
     subject: str = "PATH_INFO",
     notes: list[Diagnostic] | None = None,
+    key: str = "route",
 ) -> Rule:
     """Parse a ``route`` value (``REGEX ACTION:ARG``) into a Rule; raise RulesError if bad.
 
     Warnings (from compiling the regex) are appended to ``notes``.
     """
+    syntax = _parse(ROUTE, value, locate)
+    assert syntax.head is not None
+    regex = compile_regex(syntax.head, locate, notes)
+    action = make_action(syntax.name, syntax.arg, locate, notes)
+    return Rule(chain, subject, regex, action, locate(0), key=key)
+
+
+def parse_route_if(
+    value: str,
+    locate: Locator,
+    *,
+    chain: str = "request",
+    negate: bool = False,
+    notes: list[Diagnostic] | None = None,
+    key: str = "route-if",
+) -> Rule:
+    """Parse a ``route-if``/``route-if-not`` value (``COND:ARG ACTION:ARG``) into a Rule."""
+    syntax = _parse(ROUTE_IF, value, locate)
+    assert syntax.head is not None and syntax.cond_arg is not None
+    errors: list[Diagnostic] = []
+    condition: Condition | None = None
+    action: Action | None = None
+    # Both halves are checked, so a line with a bad condition and a bad action says both.
     try:
-        syntax = ROUTE.parse_string(value, parse_all=True)[0]
-    except pp.ParseBaseException as exc:
-        raise error(locate(exc.loc), _syntax_message(exc)) from None
-    assert isinstance(syntax, RouteSyntax)
-    regex = compile_regex(syntax.regex, locate, notes)
-    action = make_action(syntax.name, syntax.arg, locate)
-    return Rule(chain, subject, regex, action, locate(0))
+        condition = make_condition(syntax.head, syntax.cond_arg, locate, notes)
+    except RulesError as exc:
+        errors.extend(exc.diagnostics)
+    try:
+        action = make_action(syntax.name, syntax.arg, locate, notes)
+    except RulesError as exc:
+        errors.extend(exc.diagnostics)
+    if errors:
+        raise RulesError(errors)
+    assert condition is not None
+    return Rule(
+        chain, None, None, action, locate(0), condition=condition, negate=negate, key=key
+    )
+
+
+def parse_route_run(
+    value: str,
+    locate: Locator,
+    *,
+    chain: str = "request",
+    notes: list[Diagnostic] | None = None,
+    key: str = "route-run",
+) -> Rule:
+    """Parse a ``route-run`` value (``ACTION:ARG``, always run) into a Rule."""
+    syntax = _parse(ROUTE_RUN, value, locate)
+    action = make_action(syntax.name, syntax.arg, locate, notes)
+    return Rule(chain, None, None, action, locate(0), key=key)
+
+
+def parse_route_label(
+    value: str, locate: Locator, *, chain: str = "request", key: str = "route-label"
+) -> Rule:
+    """Parse a ``route-label`` value (the label's name) into a label Rule."""
+    if not value:
+        raise error(locate(0), f"expected a label name after '{key} ='")
+    return Rule(chain, None, None, None, locate(0), label=value, key=key)
+
+
+def parse_route_status(
+    value: str,
+    locate: Locator,
+    *,
+    chain: str = "final",
+    notes: list[Diagnostic] | None = None,
+    key: str = "final-route-status",
+) -> Rule:
+    """Parse a ``*-route-status`` value (``STATUS ACTION:ARG``) into a Rule."""
+    syntax = _parse(ROUTE_STATUS, value, locate)
+    assert syntax.head is not None
+    status = int(syntax.head.text)
+    if not 100 <= status <= 599:
+        raise error(
+            locate(syntax.head.loc), f"expected an HTTP status (100-599), not {syntax.head.text!r}"
+        )
+    action = make_action(syntax.name, syntax.arg, locate, notes)
+    return Rule(chain, None, None, action, locate(0), status=status, key=key)

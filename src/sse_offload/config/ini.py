@@ -1,8 +1,8 @@
 """The uWSGI ini reader: an ordered multimap of the ``[uwsgi]`` section (seed-behaviour §5).
 
-Values are expanded as uWSGI does (magic ``%X``, then ``$(ENV)``, then ``%(name)``), and
-every character of an expanded value remembers the source column it came from, so an
-error found later inside a value points into the original line.
+Values are expanded as uWSGI does (magic ``%X``, then ``$(ENV)``, then ``@(file)``, then
+``%(name)``), and every character of an expanded value remembers the source column it came
+from, so an error found later inside a value points into the original line.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ SECTION = "uwsgi"
 _STRIP = " \t\r"
 _ENV_RE = re.compile(r"\$\(([^)]*)\)")
 _PLACEHOLDER_RE = re.compile(r"%\(([^)]*)\)")
+_FILE_RE = re.compile(r"@\(([^)]*)\)")
+#: ``@(file)`` reads at most this much: it is meant for a password or a short value, and a
+#: rules file pointing at /dev/zero must not hang start-up.
+MAX_INCLUDED_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,67 @@ def _substitute(
     return out.value(), out.cols
 
 
-def read_ini(
-    text: str, filename: str, environ: Mapping[str, str]
-) -> tuple[list[IniLine], list[Diagnostic]]:
-    """Read the ``[uwsgi]`` section of ``text``; return its lines in order and the warnings.
+def read_included_file(path: str) -> str:
+    """The content of ``@(path)``, without one trailing newline; OSError if unreadable."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_INCLUDED_BYTES + 1)
+    if len(data) > MAX_INCLUDED_BYTES:
+        raise OSError(f"larger than {MAX_INCLUDED_BYTES} bytes")
+    text = data.decode("utf-8", "surrogateescape")
+    if text.endswith("\n"):
+        text = text[:-1].removesuffix("\r")
+    return text
 
-    Never raises on any input: an ini file has no syntax errors, only ignored lines.
+
+def _include_files(
+    value: str, cols: list[int], pos: SourcePos, errors: list[Diagnostic]
+) -> tuple[str, list[int]]:
+    contents: dict[str, str] = {}
+    for match in _FILE_RE.finditer(value):
+        path = match.group(1)
+        if path in contents:
+            continue
+        try:
+            contents[path] = read_included_file(path)
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            errors.append(
+                Diagnostic(
+                    "error",
+                    SourcePos(pos.file, pos.line, cols[match.start()], pos.text),
+                    f"cannot read @({path}): {reason}",
+                )
+            )
+    return _substitute(_FILE_RE, value, cols, contents)
+
+
+def split_section(path: str) -> tuple[str, str]:
+    """``file.ini:section`` -> (file.ini, section); a plain path reads ``[uwsgi]``.
+
+    A path that exists as written is never split, so a file name with a colon still works.
+    """
+    head, colon, section = path.rpartition(":")
+    if colon and head and section and "/" not in section and not os.path.exists(path):
+        return head, section
+    return path, SECTION
+
+
+def read_ini(
+    text: str,
+    filename: str,
+    environ: Mapping[str, str],
+    section_name: str = SECTION,
+    errors: list[Diagnostic] | None = None,
+) -> tuple[list[IniLine], list[Diagnostic]]:
+    """Read section ``section_name`` of ``text``; return its lines in order and the warnings.
+
+    Never raises on any input: an ini file has no syntax errors, only ignored lines. The
+    one thing that can go wrong, an ``@(file)`` that cannot be read, is appended to
+    ``errors`` when given (and the ``@(...)`` is kept as written).
     """
     warnings: list[Diagnostic] = []
+    if errors is None:
+        errors = []
     table = _magic_table(filename)
     read: list[tuple[IniEntry, int, list[int], int]] = []
     section = ""
@@ -141,7 +198,7 @@ def read_ini(
         if line[0] == "[":
             section = line[1:-1]
             continue
-        if section != SECTION:
+        if section != section_name:
             continue
         key_start = len(raw) - len(raw.lstrip(_STRIP))
         key, equal, rest = line.partition("=")
@@ -156,6 +213,8 @@ def read_ini(
         cols = list(range(value_start + 1, end))
         value, cols = _magic(value, cols, table, pos, warnings)
         value, cols = _substitute(_ENV_RE, value, cols, environ)
+        if "@(" in value:
+            value, cols = _include_files(value, cols, pos, errors)
         read.append((IniEntry(key, value, pos), key_start + 1, cols, end))
 
     if not read:
@@ -163,7 +222,7 @@ def read_ini(
             Diagnostic(
                 "warning",
                 SourcePos(filename, 0, 0, ""),
-                f"no [{SECTION}] section with keys in the file: nothing was read",
+                f"no [{section_name}] section with keys in the file: nothing was read",
             )
         )
 

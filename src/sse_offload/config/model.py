@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 #: Actions whose argument names a Redis server with ``server=``.
 OFFLOAD_ACTIONS = frozenset({"sse", "sseraw"})
+
+#: The four chains, in the order a request meets them (DESIGN §3); ``error`` is parsed only.
+CHAINS = ("request", "response", "final", "error")
+
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +31,12 @@ class SourcePos:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    """One error or warning about a rules file."""
+    """One error, warning or note about a rules file.
 
-    severity: Literal["error", "warning"]
+    Notes say something worth knowing that is not a mistake; they never fail ``check``.
+    """
+
+    severity: Severity
     pos: SourcePos | None
     message: str
 
@@ -49,8 +57,8 @@ class RulesError(Exception):
     """A rules file that cannot be used.
 
     ``diagnostics`` holds every error found in the file, in file order; ``warnings`` the
-    warnings found on the way (a checker may want to print them too). ``str()`` is the
-    formatted errors, one after another.
+    warnings and notes found on the way (a checker may want to print them too). ``str()``
+    is the formatted errors, one after another.
     """
 
     def __init__(
@@ -75,37 +83,66 @@ class IniEntry:
 
 @dataclass(frozen=True)
 class Action:
-    """A routing action: canonical ``name``, raw unexpanded ``arg``, position of the name."""
+    """A routing action: canonical ``name``, raw unexpanded ``arg``, position of the name.
+
+    ``written`` is the name as the file spells it (an alias such as ``last``).
+    """
 
     name: str
     arg: str
     pos: SourcePos
+    written: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.written or self.name}:{self.arg}"
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A ``route-if`` condition (``name:arg``); not produced by this version's reader."""
+    """A ``route-if`` condition: canonical ``name``, raw ``arg``, position of the name.
+
+    ``regex`` is the compiled pattern of a ``regexp:`` condition whose pattern has no
+    ``${...}`` in it (checked at load time); patterns that need expanding are compiled per
+    request.
+    """
 
     name: str
     arg: str
     pos: SourcePos
+    regex: re.Pattern[str] | None = None
+    written: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.written or self.name}:{self.arg}"
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One rule of a chain: when it fires (``regex`` searched in var ``subject``) and its action.
+    """One rule of a chain. What makes it fire depends on which field is set:
 
-    A rule with neither regex nor condition always fires (``route-run``).
+    - ``regex``: searched in the request var ``subject`` (``route``, ``route-host``, ...);
+    - ``condition``: evaluated, ``negate`` for ``-if-not``;
+    - ``status``: equal to the response status (``*-route-status``);
+    - none of them: always (``route-run``).
+
+    A label rule (``route-label``) has ``label`` set and no action: the walk skips it, it
+    only names a position for ``goto``. ``key`` is the ini key the rule came from.
     """
 
     chain: str
     subject: str | None
     regex: re.Pattern[str] | None
-    action: Action
+    action: Action | None
     pos: SourcePos
     condition: Condition | None = None
     negate: bool = False
     label: str | None = None
+    status: int | None = None
+    key: str = "route"
+
+    def describe(self) -> str:
+        """``key = value`` as written in the file (the ini line without its indentation)."""
+        return self.pos.text.strip(" \t\r")
 
 
 @dataclass(frozen=True)
@@ -126,6 +163,33 @@ class MuleSpec:
 
 
 @dataclass(frozen=True)
+class HeaderVar:
+    """``collect-header`` / ``pull-header = Header-Name VAR``: a response header into a var.
+
+    ``pull`` headers are not sent to the client. ``lower`` is the header name lower-cased
+    (matching is case-insensitive).
+    """
+
+    header: str
+    var: str
+    pull: bool
+    pos: SourcePos
+    lower: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lower", self.header.lower())
+
+
+@dataclass(frozen=True)
+class AddHeader:
+    """``add-header = Name: value``: a header line added to every response."""
+
+    name: str
+    value: str
+    pos: SourcePos
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything read from one rules file."""
 
@@ -135,6 +199,12 @@ class Config:
     static_maps: tuple[StaticMap, ...]
     mules: tuple[MuleSpec, ...]
     warnings: tuple[Diagnostic, ...]
+    response_rules: tuple[Rule, ...] = ()
+    final_rules: tuple[Rule, ...] = ()
+    error_rules: tuple[Rule, ...] = ()
+    header_vars: tuple[HeaderVar, ...] = ()
+    add_headers: tuple[AddHeader, ...] = ()
+    del_headers: frozenset[str] = frozenset()
 
     def option(self, key: str) -> str | None:
         """Return the last value given to ``key`` (a scalar option), or None if absent."""
@@ -147,16 +217,30 @@ class Config:
         """Return every value given to ``key`` (a repeatable option), in file order."""
         return tuple(entry.value for entry in self.entries if entry.key == key)
 
+    def chain(self, name: str) -> tuple[Rule, ...]:
+        """Return the rules of chain ``name`` (request, response, final or error)."""
+        return {
+            "request": self.request_rules,
+            "response": self.response_rules,
+            "final": self.final_rules,
+            "error": self.error_rules,
+        }[name]
+
+    def all_rules(self) -> tuple[Rule, ...]:
+        """Every rule of every chain, chain by chain."""
+        return self.request_rules + self.response_rules + self.final_rules + self.error_rules
+
     def literal_servers(self) -> frozenset[str]:
         """Return the ``server=`` values written literally (no ``$``) in sse/sseraw rules."""
         # Imported here: the routing package imports this module.
         from sse_offload.routing.kvlist import parse_kvlist
 
         servers: set[str] = set()
-        for rule in self.request_rules:
-            if rule.action.name not in OFFLOAD_ACTIONS or "=" not in rule.action.arg:
+        for rule in self.all_rules():
+            action = rule.action
+            if action is None or action.name not in OFFLOAD_ACTIONS or "=" not in action.arg:
                 continue
-            server = parse_kvlist(rule.action.arg).get("server")
+            server = parse_kvlist(action.arg).get("server")
             if server and "$" not in server:
                 servers.add(server)
         return frozenset(servers)

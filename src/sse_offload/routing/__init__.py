@@ -1,19 +1,50 @@
-"""Routing: run rule chains over request vars and interpret the sse action argument."""
+"""Routing: run rule chains over a request's state and interpret the sse action argument."""
 
-from sse_offload.routing.cgi import normalize_path_info
-from sse_offload.routing.engine import Break, Continue, Offload, Outcome, run_chain
-from sse_offload.routing.expand import expand
+from sse_offload.routing.cgi import cgi_vars, normalize_path_info
+from sse_offload.routing.engine import (
+    ACTIONS,
+    AuthRequired,
+    Break,
+    Continue,
+    Offload,
+    Outcome,
+    PendingAuth,
+    Redirect,
+    Return,
+    Static,
+    describe,
+    run_chain,
+)
+from sse_offload.routing.expand import ROUTE_VARS, expand
 from sse_offload.routing.kvlist import SseTarget, parse_kvlist, parse_sse_arg
+from sse_offload.routing.response import ResponseDecision, respond, take_response_header
+from sse_offload.routing.state import RequestState, TraceEntry
+from sse_offload.routing.static import static_map_target
 
 __all__ = [
+    "ACTIONS",
+    "ROUTE_VARS",
+    "AuthRequired",
     "Break",
     "Continue",
     "Offload",
     "Outcome",
+    "PendingAuth",
+    "Redirect",
+    "RequestState",
+    "ResponseDecision",
+    "Return",
     "SseTarget",
+    "Static",
+    "TraceEntry",
+    "cgi_vars",
+    "describe",
     "expand",
     "normalize_path_info",
     "parse_kvlist",
     "parse_sse_arg",
+    "respond",
     "run_chain",
+    "static_map_target",
+    "take_response_header",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 _HEX = b"0123456789abcdefABCDEF"
 
 
@@ -53,3 +55,54 @@ def normalize_path_info(raw_path: bytes) -> str:
     trailing = bool(segments) and parts[-1] in (b"", b".", b"..")
     path = b"/" + b"/".join(segments) + (b"/" if trailing else b"")
     return path.decode("utf-8", "surrogateescape")
+
+
+def _text(raw: bytes) -> str:
+    # DESIGN §5: any byte survives the trip through the routing engine.
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def cgi_vars(
+    method: bytes,
+    uri: bytes,
+    protocol: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    *,
+    remote_addr: str = "",
+    remote_port: str = "",
+    server_name: str = "",
+    server_port: str = "",
+) -> dict[str, str]:
+    """The vars uWSGI gives a request (seed-behaviour §3.9), as text.
+
+    Every header becomes ``HTTP_<NAME>`` (upper-cased, ``-`` -> ``_``; repeated headers
+    joined with ``, ``), except Content-Length and Content-Type, which become
+    CONTENT_LENGTH and CONTENT_TYPE. A client therefore cannot forge a var whose name has
+    no ``HTTP_`` prefix, such as the ``X-SSE-OFFLOAD`` an app adds.
+    """
+    path, _, query = uri.partition(b"?")
+    vars: dict[str, str] = {
+        "REQUEST_METHOD": _text(method),
+        "REQUEST_URI": _text(uri),
+        "PATH_INFO": normalize_path_info(path),
+        "QUERY_STRING": _text(query),
+        "SERVER_PROTOCOL": _text(protocol),
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "REMOTE_ADDR": remote_addr,
+        "REMOTE_PORT": remote_port,
+        "CONTENT_LENGTH": "",
+        "CONTENT_TYPE": "",
+    }
+    joined: dict[str, list[str]] = {}
+    for name, value in headers:
+        key = _text(name).upper().replace("-", "_")
+        joined.setdefault(key, []).append(_text(value))
+    for key, values in joined.items():
+        text = ", ".join(values)
+        if key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            vars[key] = text
+        else:
+            vars["HTTP_" + key] = text
+    return vars

@@ -1,17 +1,26 @@
-"""The routing engine: walk a chain of rules over the request vars (seed-behaviour §3.5).
+"""The routing engine: walk a chain of rules over a request's state (seed-behaviour §3.5).
 
-Actions are looked up in :data:`ACTIONS`; a handler returns an outcome to stop the chain
-or None to go on with the next rule (uWSGI's NEXT). New actions are new table entries.
+Actions are looked up in :data:`ACTIONS`; a handler returns an outcome to stop the chain,
+a :class:`Jump` (``goto``), or None to go on with the next rule (uWSGI's NEXT). uWSGI's
+return codes map onto outcomes: CONTINUE is :class:`Continue`, BREAK is every other
+outcome (:class:`Break` when nothing is answered). New actions are new table entries.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sse_offload.config.grammar import parse_break_status
+from sse_offload.config.grammar import parse_break_status, reason_phrase
 from sse_offload.config.model import Rule
-from sse_offload.routing.expand import translate
+from sse_offload.routing.conditions import ConditionError, evaluate
+from sse_offload.routing.expand import Reads, c_atoi, translate
+from sse_offload.routing.state import RequestState, TraceEntry, Verifier
+from sse_offload.routing.static import static_action_target
 
 
 @dataclass(frozen=True)
@@ -43,37 +52,327 @@ class Continue:
     rule: Rule | None
 
 
-Outcome = Offload | Break | Continue
+@dataclass(frozen=True)
+class Return:
+    """Answer ``status`` with its reason phrase as a text/plain body (``return:``)."""
+
+    status: int
+    rule: Rule
+
+    @property
+    def reason(self) -> str:
+        """The standard reason phrase, which is also the body."""
+        return reason_phrase(self.status) or ""
 
 
 @dataclass(frozen=True)
-class Step:
-    """What an action handler gets: the rule that fired, its captures and the vars."""
+class Redirect:
+    """Answer ``status`` (302 or 301) with ``Location: location``."""
 
+    location: str
+    status: int
     rule: Rule
-    captures: Sequence[str | None]
-    vars: Mapping[str, str]
-
-    def translate(self) -> tuple[str, bool]:
-        """Expand the action argument; also say whether anything was substituted."""
-        return translate(self.rule.action.arg, self.captures, self.vars)
 
 
-ActionHandler = Callable[[Step], Outcome | None]
+@dataclass(frozen=True)
+class Static:
+    """Serve the file ``path`` (``static:``); None when ``requested`` is missing, not a
+    regular file, or outside where the rule may serve from (the answer is then 404)."""
+
+    path: str | None
+    requested: str
+    rule: Rule
 
 
-def _offload(step: Step) -> Outcome:
+@dataclass(frozen=True)
+class AuthRequired:
+    """Answer 401 with ``WWW-Authenticate: Basic realm="REALM"`` (``basicauth:``)."""
+
+    realm: str
+    rule: Rule
+
+
+@dataclass(frozen=True)
+class PendingAuth:
+    """The chain stopped at ``basicauth`` rule ``index``: a password needs a slow hash.
+
+    Only returned when the state's ``slow_auth`` is False. The caller runs :meth:`verify`
+    off its event loop, then resumes with ``run_chain(rules, state, start=index)``.
+    """
+
+    index: int
+    rule: Rule
+    verifier: Verifier
+    path: str
+    user: str
+    password: str
+    state: RequestState
+
+    def verify(self) -> bool:
+        """Check the password (slowly) and remember the answer in the request's state."""
+        ok = bool(self.verifier.check(self.path, self.user, self.password, slow=True))
+        self.state.auth_results[_auth_key(self.path, self.user, self.password)] = ok
+        return ok
+
+
+@dataclass(frozen=True)
+class Jump:
+    """``goto``: skip to rule ``position`` of the chain (never returned by run_chain)."""
+
+    position: int
+
+
+Outcome = Offload | Break | Continue | Return | Redirect | Static | AuthRequired | PendingAuth
+
+
+class Step:
+    """What an action handler gets: the rule that fired, its captures, the request state,
+    the rule's position in ``rules`` (its chain), and where to record what it read."""
+
+    __slots__ = ("captures", "index", "note", "reads", "rule", "rules", "state")
+
+    def __init__(
+        self,
+        rule: Rule,
+        captures: Sequence[str | None],
+        state: RequestState,
+        index: int = 0,
+        rules: Sequence[Rule] = (),
+        reads: Reads | None = None,
+    ) -> None:
+        self.rule = rule
+        self.captures = captures
+        self.state = state
+        self.index = index
+        self.rules = rules
+        self.reads = reads
+        self.note = ""
+
+    @property
+    def vars(self) -> Mapping[str, str]:
+        """The request vars."""
+        return self.state.vars
+
+    @property
+    def action_name(self) -> str:
+        """The canonical name of the rule's action."""
+        assert self.rule.action is not None
+        return self.rule.action.name
+
+    @property
+    def arg(self) -> str:
+        """The action's argument as written."""
+        assert self.rule.action is not None
+        return self.rule.action.arg
+
+    def translate(self, template: str | None = None) -> tuple[str, bool]:
+        """Expand the action argument (or ``template``); also say whether anything was."""
+        return translate(
+            self.arg if template is None else template,
+            self.captures,
+            self.state.vars,
+            self.state,
+            self.reads,
+        )
+
+    def error(self, message: str) -> None:
+        """Log an action failure with the rule's position."""
+        self.state.log("error", f"{self.rule.pos}: {message}")
+
+
+StepResult = Outcome | Jump | None
+ActionHandler = Callable[[Step], StepResult]
+
+
+def _offload(step: Step) -> StepResult:
     arg, expanded = step.translate()
-    return Offload(step.rule.action.name, arg, expanded, step.rule)
+    return Offload(step.action_name, arg, expanded, step.rule)
 
 
-def _continue(step: Step) -> Outcome:
+def _continue(step: Step) -> StepResult:
     return Continue(step.rule)
 
 
-def _break(step: Step) -> Outcome:
+def _break(step: Step) -> StepResult:
     # break's argument is not translated (U:core/routing.c).
-    return Break(parse_break_status(step.rule.action.arg), step.rule)
+    return Break(parse_break_status(step.arg), step.rule)
+
+
+def _return(step: Step) -> StepResult:
+    # Not translated either; a status without a standard phrase is a plain BREAK in uWSGI.
+    status = c_atoi(step.arg)
+    if reason_phrase(status) is None:
+        return Break(None, step.rule)
+    return Return(status, step.rule)
+
+
+def _goto(step: Step) -> StepResult:
+    label = step.translate()[0]
+    target = next((i for i, r in enumerate(step.rules) if r.label == label), None)
+    if target is None:
+        target = c_atoi(label)
+    if target <= step.index:
+        step.error(f'"goto" can only jump forward ({label!r} is rule {target}): BREAK')
+        return Break(None, step.rule)
+    return Jump(target)
+
+
+def _log(step: Step) -> StepResult:
+    message = step.translate()[0]
+    step.state.log("info", message)
+    step.note = f"logged {message!r}"
+    return None
+
+
+def _key_value(step: Step) -> tuple[str, str]:
+    # The name is literal, the value translated (U:core/routing.c addvar/logvar).
+    key, _, template = step.arg.partition("=")
+    return key, step.translate(template)[0]
+
+
+def _logvar(step: Step) -> StepResult:
+    key, value = _key_value(step)
+    step.state.logvars[key] = value
+    step.note = f"log var {key}={value!r}"
+    return None
+
+
+def _donotlog(step: Step) -> StepResult:
+    step.state.donotlog = True
+    return None
+
+
+def _addvar(step: Step) -> StepResult:
+    key, value = _key_value(step)
+    step.state.vars[key] = value
+    step.note = f"set {key}={value!r}"
+    return None
+
+
+def _addheader(step: Step) -> StepResult:
+    line = step.translate()[0]
+    name, colon, value = line.partition(":")
+    if not colon or not name or name != name.strip():
+        step.error(f"addheader: {line!r} is not a 'Name: value' header line; not added")
+        return None
+    step.state.add_headers.append((name, value.lstrip(" \t")))
+    step.note = f"add header {line!r}"
+    return None
+
+
+def _delheader(step: Step) -> StepResult:
+    name = step.translate()[0]
+    step.state.del_headers.add(name.lower())
+    step.note = f"remove header {name!r}"
+    return None
+
+
+def _redirect(step: Step) -> StepResult:
+    status = 301 if step.action_name == "redirect-permanent" else 302
+    return Redirect(step.translate()[0], status, step.rule)
+
+
+def _rewrite(step: Step) -> StepResult:
+    # U:plugins/router_rewrite: PATH_INFO is the new path as written (not decoded); a
+    # query in it goes before the request's own; REQUEST_URI is left alone.
+    new = step.translate()[0]
+    vars = step.state.vars
+    path, question, query = new.partition("?")
+    if question:
+        old = vars.get("QUERY_STRING", "")
+        vars["QUERY_STRING"] = f"{query}&{old}" if old else query
+    vars["PATH_INFO"] = path
+    step.note = f"PATH_INFO={path!r} QUERY_STRING={vars.get('QUERY_STRING', '')!r}"
+    if step.action_name == "rewrite-last":
+        return Continue(step.rule)
+    return None  # rewrite: NEXT, the following rules see the new path
+
+
+def _static(step: Step) -> StepResult:
+    requested = step.translate()[0]
+    return Static(static_action_target(step.arg, requested), requested, step.rule)
+
+
+def _set_var(name: str) -> ActionHandler:
+    def handler(step: Step) -> StepResult:
+        value = step.translate()[0]
+        step.state.vars[name] = value
+        step.note = f"{name}={value!r}"
+        return None
+
+    return handler
+
+
+def _auth_key(path: str, user: str, password: str) -> tuple[str, str, str]:
+    return path, user, hashlib.sha256(password.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def decode_basic(header: str) -> bytes | None:
+    """The decoded credentials of an ``Authorization: Basic ...`` value, or None.
+
+    The scheme is matched case-sensitively and the value must be longer than 7 characters,
+    as uWSGI's router_basicauth does.
+    """
+    if len(header) <= 7 or not header.startswith("Basic "):
+        return None
+    try:
+        return base64.b64decode(header[6:].strip().encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def _default_verifier() -> Verifier:
+    # Imported on first use: passlib is only needed by configs that use htpasswd files.
+    from sse_offload.auth import default_store
+
+    return default_store()
+
+
+def _basicauth(step: Step) -> StepResult:
+    # U:plugins/router_basicauth: an authenticated request skips every later basicauth;
+    # a missing or malformed Authorization always answers 401, even with basicauth-next,
+    # which only lets wrong credentials through to the next rule.
+    state = step.state
+    if state.vars.get("REMOTE_USER"):
+        step.note = "already authenticated"
+        return None
+    realm, _, spec = step.arg.partition(",")
+    header = state.vars.get("HTTP_AUTHORIZATION", "")
+    if step.reads is not None:
+        step.reads.append(("HTTP_AUTHORIZATION", header))
+    credentials = decode_basic(header) if spec else None
+    if credentials is None:
+        step.note = "no usable Basic credentials" if spec else f"'{realm},' lets nobody in"
+        return AuthRequired(realm, step.rule)
+    user: str | None = None
+    if ":" in spec:
+        expected = spec.encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(credentials, expected):
+            user = spec.partition(":")[0]
+    else:
+        name_raw, colon, password_raw = credentials.partition(b":")
+        if colon:
+            name = name_raw.decode("utf-8", "surrogateescape")
+            password = password_raw.decode("utf-8", "surrogateescape")
+            verifier = state.verifier or _default_verifier()
+            ok: bool | None = state.auth_results.get(_auth_key(spec, name, password))
+            if ok is None:
+                ok = verifier.check(spec, name, password, slow=state.slow_auth)
+                for problem in verifier.take_problems():
+                    step.error(problem)
+            if ok is None:
+                return PendingAuth(step.index, step.rule, verifier, spec, name, password, state)
+            if ok:
+                user = name
+    if user is not None:
+        state.vars["REMOTE_USER"] = user
+        step.note = f"authenticated REMOTE_USER={user!r}"
+        return None
+    if step.action_name == "basicauth-next":
+        step.note = "wrong credentials (basicauth-next)"
+        return None
+    step.note = "wrong credentials"
+    return AuthRequired(realm, step.rule)
 
 
 #: Action name (canonical, as Action.name) -> handler.
@@ -82,33 +381,156 @@ ACTIONS: dict[str, ActionHandler] = {
     "sseraw": _offload,
     "continue": _continue,
     "break": _break,
+    "return": _return,
+    "goto": _goto,
+    "log": _log,
+    "logvar": _logvar,
+    "donotlog": _donotlog,
+    "addvar": _addvar,
+    "addheader": _addheader,
+    "delheader": _delheader,
+    "redirect": _redirect,
+    "redirect-permanent": _redirect,
+    "rewrite": _rewrite,
+    "rewrite-last": _rewrite,
+    "static": _static,
+    "basicauth": _basicauth,
+    "basicauth-next": _basicauth,
+    "setmethod": _set_var("REQUEST_METHOD"),
+    "seturi": _set_var("REQUEST_URI"),
+    "setpathinfo": _set_var("PATH_INFO"),
 }
 
 
-def _captures(rule: Rule, vars: Mapping[str, str]) -> Sequence[str | None] | None:
-    """Return the rule's captures if it fires, else None."""
-    if rule.condition is not None:
-        raise NotImplementedError("route-if conditions are not supported yet")
-    if rule.regex is None:
-        return ()
-    match = rule.regex.search(vars.get(rule.subject, "") if rule.subject else "")
-    if match is None:
-        return None
-    return (match.group(0), *match.groups())
+def describe(outcome: Outcome | Jump | None) -> str:
+    """A short human description of what an action's result does (for explain)."""
+    if outcome is None:
+        return "next rule"
+    if isinstance(outcome, Jump):
+        return f"jump to rule {outcome.position}"
+    if isinstance(outcome, Offload):
+        return f"offload {outcome.mode}:{outcome.arg}"
+    if isinstance(outcome, Break):
+        if outcome.status is None:
+            return "break: close the connection without a response"
+        return f"break: answer {outcome.status} (no body)"
+    if isinstance(outcome, Continue):
+        if outcome.rule is None:
+            return "end of the chain: go on with the request"
+        return "stop the chain and go on with the request"
+    if isinstance(outcome, Return):
+        return f"answer {outcome.status} {outcome.reason}"
+    if isinstance(outcome, Redirect):
+        return f"redirect {outcome.status} to {outcome.location}"
+    if isinstance(outcome, Static):
+        if outcome.path is None:
+            return f"static file {outcome.requested!r}: refused or not a file, answer 404"
+        return f"serve the file {outcome.path}"
+    if isinstance(outcome, AuthRequired):
+        return f"answer 401, realm {outcome.realm!r}"
+    return f"verify the password of {outcome.user!r} off the event loop, then resume"
 
 
-def run_chain(rules: Sequence[Rule], vars: Mapping[str, str]) -> Outcome:
-    """Run ``rules`` in order against the request ``vars``; return the first outcome.
+def _record(
+    trace: list[TraceEntry],
+    chain: str,
+    index: int,
+    rule: Rule,
+    fired: bool | None,
+    reads: Reads | None,
+    detail: str,
+    result: str = "",
+) -> None:
+    trace.append(TraceEntry(chain, index, rule, fired, reads or [], detail, result))
 
-    A regex rule fires when its regex is found in its subject var; ``sse``/``sseraw``
-    give Offload, ``continue``/``last`` Continue(rule), ``break`` Break; when no rule
-    stops the chain the result is Continue(None).
+
+def _chain_name(rules: Sequence[Rule]) -> str:
+    return rules[0].chain if rules else "request"
+
+
+def run_chain(
+    rules: Sequence[Rule],
+    state: RequestState | Mapping[str, str],
+    *,
+    start: int = 0,
+) -> Outcome:
+    """Run ``rules`` in order against a request; return the outcome that stopped the chain.
+
+    ``state`` is the request's :class:`RequestState` (mutated by the actions), or a plain
+    mapping of request vars (a throw-away state is made from a copy). A rule fires when its
+    regex is found in its subject var, its condition holds (or not, for ``-if-not``), its
+    status equals the response status, or always (``route-run``); labels are skipped and
+    ``goto`` skips forward. When no rule stops the chain the result is ``Continue(None)``.
+    A condition that cannot be evaluated ends the chain with ``Break(None)``. ``start``
+    resumes a chain stopped by :class:`PendingAuth`.
     """
-    for rule in rules:
-        captures = _captures(rule, vars)
-        if captures is None:
+    if not isinstance(state, RequestState):
+        state = RequestState(dict(state))
+    vars = state.vars
+    trace = state.trace
+    chain = _chain_name(rules) if trace is not None else ""
+    target = -1
+    for index in range(start, len(rules)):
+        rule = rules[index]
+        action = rule.action
+        if action is None or index < target:
+            if trace is not None:
+                why = f"label {rule.label!r}" if action is None else "skipped by goto"
+                _record(trace, chain, index, rule, None, None, why)
             continue
-        outcome = ACTIONS[rule.action.name](Step(rule, captures, vars))
-        if outcome is not None:
-            return outcome
+        reads: Reads | None = [] if trace is not None else None
+        regex = rule.regex
+        captures: Sequence[str | None]
+        if regex is not None:
+            subject = vars.get(rule.subject, "") if rule.subject else ""
+            match = regex.search(subject)
+            if reads is not None and rule.subject:
+                reads.append((rule.subject, subject))
+            if match is None:
+                if trace is not None:
+                    _record(trace, chain, index, rule, False, reads, "regex did not match")
+                continue
+            captures = (match.group(0), *match.groups())
+            detail = f"regex matched {match.group(0)!r}"
+        elif rule.condition is not None:
+            try:
+                holds, captures = evaluate(rule.condition, state, reads)
+            except ConditionError as exc:
+                state.log("error", f"{rule.pos}: {exc}")
+                if trace is not None:
+                    _record(trace, chain, index, rule, True, reads, str(exc), "BREAK")
+                return Break(None, rule)
+            if holds == rule.negate:
+                if trace is not None:
+                    detail = f"condition is {'true' if holds else 'false'}"
+                    _record(trace, chain, index, rule, False, reads, detail)
+                continue
+            if rule.negate:
+                captures = ()
+            detail = f"condition is {'true' if holds else 'false'}"
+        elif rule.status is not None:
+            if reads is not None:
+                reads.append(("status", str(state.status or 0)))
+            if state.status != rule.status:
+                if trace is not None:
+                    _record(trace, chain, index, rule, False, reads, "status differs")
+                continue
+            captures = ()
+            detail = "status matched"
+        else:
+            captures = ()
+            detail = "always runs"
+        step = Step(rule, captures, state, index, rules, reads)
+        result = ACTIONS[action.name](step)
+        if trace is not None:
+            outcome_text = describe(result)
+            if step.note:
+                outcome_text = f"{step.note}; {outcome_text}"
+            _record(trace, chain, index, rule, True, reads, detail, outcome_text)
+        if result is None:
+            continue
+        if isinstance(result, Jump):
+            target = result.position
+            continue
+        return result
     return Continue(None)

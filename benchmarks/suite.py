@@ -277,7 +277,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="per rate")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
     ap.add_argument("--idle-clients", type=int, default=10000)
-    ap.add_argument("--rates", default="20,50,100,150,200,300",
+    ap.add_argument("--rates", default="20,50,100,150,200,300,1000",
                     help="fan-out rates, msg/s, to 1,000 clients")
     ap.add_argument("--quick", action="store_true", help="small figures, for a smoke run")
     ap.add_argument("--only", choices=["idle", "light", "fanout", "channels"], action="append")

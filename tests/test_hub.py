@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import pytest_twisted
 from twisted.internet import task
 
 from sse_offload.pubsub import BACKOFF_MAX, Hub, backoff_delay
 from sse_offload.redis_address import parse_address
-from sse_offload.sse import Mode
+from sse_offload.sse import GAP_COMMENT, Mode, http_chunk
 
 
 class RecordingListener:
@@ -137,3 +139,98 @@ def test_backoff_grows_by_half_with_ten_percent_jitter(attempt: int) -> None:
     base = min(BACKOFF_MAX, 0.5 * 1.5**attempt)
     assert backoff_delay(attempt, rand=lambda: 0.0) == pytest.approx(base * 0.9)
     assert backoff_delay(attempt, rand=lambda: 1.0) == pytest.approx(base * 1.1)
+
+
+class ClosableListener(RecordingListener):
+    """A recording listener with the gap notice of an sse stream, that records closes."""
+
+    def __init__(self, mode: Mode = Mode.SSE, chunked: bool = False) -> None:
+        super().__init__(mode, chunked)
+        self.gap = GAP_COMMENT if mode is Mode.SSE else None
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_redis_restart_streams_get_the_gap_notice_then_messages(fresh_redis):
+    from twisted.internet import reactor
+
+    address = parse_address(fresh_redis.address)
+    hub = Hub(reactor, address, keepalive=0)
+    hub.startService()
+    redis = fresh_redis.client()
+    try:
+        sse, raw = ClosableListener(Mode.SSE), ClosableListener(Mode.RAW)
+        chunked = ClosableListener(Mode.SSE, chunked=True)
+        for lst in (sse, raw, chunked):
+            hub.subscribe(address, b"g", lst)
+        await _until(lambda: redis.numsub("g") == 1)
+        redis.close()
+        fresh_redis.kill()
+        await _until(lambda: hub.server(address).protocol is None)
+        fresh_redis.start()
+        redis = fresh_redis.client()
+        await _until(lambda: sse.received, timeout=20)
+        assert sse.received == [GAP_COMMENT]
+        assert chunked.received == [http_chunk(GAP_COMMENT)]
+        assert raw.received == [], "raw streams get no notice"
+        await _until(lambda: redis.numsub("g") == 1)
+        redis.publish("g", "after")
+        await _until(lambda: len(sse.received) == 2)
+        assert sse.received[1] == b"data: after\n\n"
+        assert not sse.closed
+        assert hub.stats["redis_reconnects"] == 1
+    finally:
+        redis.close()
+        await hub.stopService()
+
+
+def test_outage_longer_than_the_limit_closes_the_streams() -> None:
+    clock = task.Clock()
+    hub = Hub(clock, None, keepalive=0, clock=clock, outage_limit=30)
+    hub.startService()
+    server = hub.server(parse_address("/nonexistent/redis.sock"))  # never connects
+    waiting = ClosableListener()
+    server.add(b"k", waiting)
+    clock.advance(29)
+    assert not waiting.closed
+    clock.advance(1)
+    assert waiting.closed
+    late = ClosableListener()
+    server.add(b"k", late)  # after the limit, new streams do not wait either
+    assert (late.closed and b"k" not in server.channels) or late not in server.channels[b"k"].groups
+    hub.stopService()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redis_that_stops_answering_is_dropped_and_reconnected(fresh_redis):
+    from twisted.internet import reactor
+
+    from sse_offload import pubsub
+
+    clock = task.Clock()
+    address = parse_address(fresh_redis.address)
+    hub = Hub(reactor, address, keepalive=0, clock=clock)
+    hub.startService()
+    try:
+        listener = ClosableListener()
+        hub.subscribe(address, b"h", listener)
+        server = hub.server(address)
+        await _until(lambda: server.protocol is not None)
+        first = server.protocol
+        fresh_redis.proc.send_signal(signal.SIGSTOP)  # half-open: connected, silent
+        try:
+            clock.advance(pubsub.PING_INTERVAL)  # PING sent
+            clock.advance(pubsub.PING_TIMEOUT)  # no answer: the connection is dropped
+            await _until(lambda: server.protocol is not first)
+        finally:
+            fresh_redis.proc.send_signal(signal.SIGCONT)
+        while server.protocol is None:  # reconnect attempts run on the fake clock
+            clock.advance(1)
+            await task.deferLater(reactor, 0.05)
+        await _until(lambda: listener.received == [GAP_COMMENT])
+    finally:
+        await hub.stopService()

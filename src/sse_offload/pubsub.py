@@ -13,6 +13,7 @@ loop over txredisapi's protocol class and resubscribes every channel that has li
 
 from __future__ import annotations
 
+import collections
 import random
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
@@ -21,6 +22,7 @@ import hiredis
 import txredisapi
 from twisted.application.service import Service
 from twisted.internet import defer, protocol
+from twisted.internet.base import DelayedCall
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
@@ -40,6 +42,12 @@ BACKOFF_MAX: Final = 10.0
 CONNECT_TIMEOUT: Final = 5.0
 #: The keepalive default (DESIGN §4.6); 15 s is nchan's and Mercure's heartbeat interval.
 DEFAULT_KEEPALIVE: Final = 15.0
+#: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
+#: connection is dropped and made again: txredisapi has no health check, and a half-open TCP
+#: connection (a Redis host that vanished) would otherwise look alive until the kernel's
+#: 15-minute retransmission timeout (libraries.md §1.4).
+PING_INTERVAL: Final = 10.0
+PING_TIMEOUT: Final = 5.0
 
 _CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
 
@@ -64,9 +72,13 @@ class Listener(Protocol):
     mode: Mode
     chunked: bool
     wrote: bool
+    gap: bytes | None  # the notice after a Redis outage (framed, unchunked), or None
 
     def send(self, data: bytes) -> None:
         """Write ``data`` (already framed for this listener's mode and wire) to the client."""
+
+    def close(self) -> None:
+        """End the stream from the server side."""
 
 
 GroupKey = tuple[Mode, bool]
@@ -239,6 +251,10 @@ class RedisServerConnection:
         self._running = False
         self._down_logged = False
         self.connections_made = 0
+        self.outage_started: float | None = None  # when the connection was lost, or None
+        self._outage_call: DelayedCall | None = None
+        self._expired = False  # the outage outlasted the hub's outage_limit
+        self._ping_call: DelayedCall | None = None
 
     def __str__(self) -> str:
         return str(self.address)
@@ -254,6 +270,8 @@ class RedisServerConnection:
         if self._retry is not None and self._retry.active():  # type: ignore[attr-defined]
             self._retry.cancel()  # type: ignore[attr-defined]
         self._retry = None
+        self._cancel_outage_timer()
+        self._cancel_ping()
         if self._connecting is not None:
             self._connecting.cancel()
         if self.protocol is not None:
@@ -281,6 +299,7 @@ class RedisServerConnection:
         if failure.check(defer.CancelledError) or not self._running:
             return
         self._log_down(failure.getErrorMessage())
+        self._outage_begins()
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
@@ -316,22 +335,105 @@ class RedisServerConnection:
             "connected to redis {server}; subscribed {count} channel(s)",
             server=self, count=len(self.channels),
         )
+        if self.outage_started is not None:
+            self._outage_ends()
+        self._ping_call = self.hub.clock.callLater(PING_INTERVAL, self._ping)
 
     def connection_lost(self, p: _HubProtocol, reason: Failure) -> None:
         if self.protocol is p:
             self.protocol = None
+            self._cancel_ping()
             if self._running:
+                # Redis closing a subscriber that fell behind (client-output-buffer-limit
+                # pubsub) looks like this too, and hits every channel of the connection.
+                self.hub.stats["redis_disconnects"] += 1
                 self.log.warn(
                     "lost redis {server}: {why}; reconnecting, {count} channel(s) wait",
                     server=self, why=reason.getErrorMessage(), count=len(self.channels),
                 )
+                self._outage_begins()
         self._schedule_retry()
+
+    # --- outages ----------------------------------------------------------------------------
+    def _outage_begins(self) -> None:
+        if self.outage_started is not None:
+            return
+        self.outage_started = self.hub.clock.seconds()
+        limit = self.hub.outage_limit
+        if limit is not None:
+            self._outage_call = self.hub.clock.callLater(limit, self._outage_expired)
+
+    def _outage_ends(self) -> None:
+        """Back after an outage: tell every sse stream that messages may have been lost."""
+        assert self.outage_started is not None
+        seconds = self.hub.clock.seconds() - self.outage_started
+        self.outage_started = None
+        self._expired = False
+        self._cancel_outage_timer()
+        self.hub.stats["redis_reconnects"] += 1
+        listeners = [x for x in self.listeners() if x.gap is not None]
+        for listener in listeners:
+            gap = listener.gap
+            assert gap is not None
+            listener.send(http_chunk(gap) if listener.chunked else gap)
+        self.log.info(
+            "redis {server} is back after {seconds:.1f}s; told {count} stream(s) about the gap",
+            server=self, seconds=seconds, count=len(listeners),
+        )
+
+    def _outage_expired(self) -> None:
+        self._outage_call = None
+        self._expired = True
+        listeners = list(self.listeners())
+        self.log.warn(
+            "redis {server} has been unreachable for {limit}s: closing {count} stream(s)",
+            server=self, limit=self.hub.outage_limit, count=len(listeners),
+        )
+        self.hub.stats["streams_closed_outage"] += len(listeners)
+        for listener in listeners:
+            listener.close()
+
+    def _cancel_outage_timer(self) -> None:
+        if self._outage_call is not None and self._outage_call.active():
+            self._outage_call.cancel()
+        self._outage_call = None
+
+    # --- health -----------------------------------------------------------------------------
+    def _ping(self) -> None:
+        self._ping_call = None
+        p = self.protocol
+        if p is None:
+            return
+        d = p.ping()
+        d.addTimeout(PING_TIMEOUT, self.hub.clock)
+        d.addCallbacks(self._pong, self._no_pong, errbackArgs=(p,))
+
+    def _pong(self, _: object) -> None:
+        if self.protocol is not None and self._ping_call is None and self._running:
+            self._ping_call = self.hub.clock.callLater(PING_INTERVAL, self._ping)
+
+    def _no_pong(self, failure: Failure, p: _HubProtocol) -> None:
+        if p is not self.protocol:
+            return  # that connection is gone already
+        self.log.warn(
+            "redis {server} did not answer PING within {timeout}s ({why}); reconnecting",
+            server=self, timeout=PING_TIMEOUT, why=failure.getErrorMessage(),
+        )
+        p.transport.abortConnection()
+
+    def _cancel_ping(self) -> None:
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
+        self._ping_call = None
 
     def log_failure(self, failure: Failure, why: str) -> None:
         self.log.failure("{why} ({server})", failure, why=why, server=self)
 
     # --- channels ----------------------------------------------------------------------
     def add(self, channel: bytes, listener: Listener) -> None:
+        if self._expired:
+            listener.close()  # the outage outlasted the limit: new streams do not wait either
+            return
         ch = self.channels.get(channel)
         if ch is None:
             ch = self.channels[channel] = Channel(channel)
@@ -384,12 +486,17 @@ class Hub(Service):
         keepalive: float = DEFAULT_KEEPALIVE,
         implicit_default: bool = False,
         clock: IReactorTime | None = None,
+        outage_limit: float | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.default_address = default_address
         self.keepalive = keepalive
         self.servers: dict[tuple[object, ...], RedisServerConnection] = {}
+        #: Seconds a server may stay unreachable before its streams are closed (None: never).
+        self.outage_limit = outage_limit
+        #: Counters for the log and, later, /metrics.
+        self.stats: collections.Counter[str] = collections.Counter()
         self._implicit_default = implicit_default
         self._keepalive_call: object | None = None
 

@@ -17,6 +17,12 @@ _LINE_BREAK: Final = re.compile(rb"\r\n|\r|\n")
 #: The keepalive comment of an idle ``sse`` stream (DESIGN §4.6).
 KEEPALIVE: Final = b":\n\n"
 
+#: Sent to ``sse`` streams once the hub is back after a Redis outage: what was published
+#: meanwhile is lost (pub/sub keeps nothing). A comment by default; ``gap=event`` in the
+#: action asks for an event a page can listen for (``source.addEventListener("gap", ...)``).
+GAP_COMMENT: Final = b": redis reconnected; messages may have been missed\n\n"
+GAP_EVENT: Final = b"event: gap\ndata: redis reconnected; messages may have been missed\n\n"
+
 
 class Mode(StrEnum):
     """How a Redis payload becomes stream bytes: ``sse`` frames it, ``sseraw`` passes it."""

@@ -20,7 +20,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from .sse import Mode
+from .sse import GAP_COMMENT, GAP_EVENT, Mode
 
 # Plain TCP and unix-socket server transports, whose socket the fast path may write to.
 # Exact types: a subclass (or a TLS layer, which is another object) takes the normal path.
@@ -42,13 +42,23 @@ class SSEStream:
 
     log = Logger()
     __slots__ = (
-        "_send", "_transport", "_write", "chunked", "closed", "max_queued", "mode", "on_close",
-        "paused", "queued", "request", "wrote",
+        "_send", "_transport", "_write", "chunked", "closed", "gap", "max_queued", "mode",
+        "on_close", "paused", "queued", "request", "wrote",
     )
 
-    def __init__(self, request: Request, mode: Mode, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
+    def __init__(
+        self,
+        request: Request,
+        mode: Mode,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        gap_event: bool = False,
+    ) -> None:
         self.request = request
         self.mode = mode
+        #: What the hub sends after a Redis outage: raw streams get nothing.
+        self.gap: bytes | None = None
+        if mode is Mode.SSE:
+            self.gap = GAP_EVENT if gap_event else GAP_COMMENT
         self.max_queued = max_queued
         self.chunked = False
         self.paused = False

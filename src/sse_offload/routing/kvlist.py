@@ -62,6 +62,7 @@ class SseTarget:
     channel: str | None
     server: str | None
     buffer_size: int
+    gap: str | None = None  # after a Redis outage: "comment" (default) or "event"
 
 
 def _atoi(text: str) -> int:
@@ -80,7 +81,8 @@ def parse_sse_arg(expanded: str) -> SseTarget:
     """Interpret an expanded ``sse:``/``sseraw:`` argument.
 
     Without ``=`` the whole string is the channel (even empty); otherwise it is a kvlist
-    with keys ``server``, ``subscribe`` and ``buffer_size``.
+    with keys ``server``, ``subscribe`` and ``buffer_size``, and ours: ``gap`` (``event``
+    asks for a named ``gap`` event after a Redis outage instead of a comment).
     """
     if "=" not in expanded:
         return SseTarget(expanded, None, DEFAULT_BUFFER_SIZE)
@@ -91,4 +93,5 @@ def parse_sse_arg(expanded: str) -> SseTarget:
         items.get("subscribe"),
         items.get("server"),
         size if size > 0 else DEFAULT_BUFFER_SIZE,
+        items.get("gap"),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -317,3 +318,26 @@ def test_keys_not_built_yet_are_warned_about_at_startup(gateway_factory, redis_s
     assert "rules.ini:4:" in log and "'wsgi-file' is not supported yet" in log
     # the response side is parsed and run, with a note that it only sees gateway responses
     assert "rules.ini:3:" in log and "until an app is configured" in log
+
+
+def test_redis_outage_of_five_seconds_under_200_streams(gateway_factory, fresh_redis) -> None:
+    gw = gateway_factory(CLOCK_RULES, redis=fresh_redis.address).start()
+    clients = [stream(gw, "/whattimeisit") for _ in range(200)]
+    r = fresh_redis.client()
+    wait_numsub(r, "clock", 1)
+    r.close()
+    fresh_redis.kill()
+    time.sleep(5)  # the outage itself: the scenario is a Redis that stays away for 5 s
+    fresh_redis.start()
+    notice = b": redis reconnected; messages may have been missed\n\n"
+    for c in clients:
+        c.read_until(lambda cl: notice in cl.body, timeout=20, what="the reconnect notice")
+    r = fresh_redis.client()
+    wait_numsub(r, "clock", 1)
+    r.publish("clock", "after")
+    for c in clients:
+        assert c.read_events(1) == ["after"]
+        assert c.body.index(notice) < c.body.index(b"data: after")
+        assert not c.closed
+        c.close()
+    r.close()

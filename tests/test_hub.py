@@ -234,3 +234,53 @@ async def test_a_redis_that_stops_answering_is_dropped_and_reconnected(fresh_red
         await _until(lambda: listener.received == [GAP_COMMENT])
     finally:
         await hub.stopService()
+
+
+class PausableStream:
+    """Just enough of a stream for the watch: it records aborts."""
+
+    def __init__(self) -> None:
+        self.aborted: list[str] = []
+
+    def abort(self, why: str) -> None:
+        self.aborted.append(why)
+
+
+def test_streams_paused_longer_than_the_limit_are_aborted() -> None:
+    from sse_offload.stream import SlowClientWatch
+
+    clock = task.Clock()
+    watch = SlowClientWatch(clock, max_paused=30)
+    watch.start()
+    stuck, recovering = PausableStream(), PausableStream()
+    watch.paused[stuck] = clock.seconds()  # as SSEStream.pauseProducing records it
+    watch.paused[recovering] = clock.seconds()
+    clock.advance(20)
+    del watch.paused[recovering]  # resumeProducing
+    clock.advance(11)
+    assert stuck.aborted == ["slow client: paused for more than 30s"]
+    assert recovering.aborted == []
+    assert watch.aborted == 1
+    watch.stop()
+    assert clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_over_the_size_limit_are_dropped_and_counted(redis_server, redis):
+    from twisted.internet import reactor
+
+    address = parse_address(redis_server.address)
+    hub = Hub(reactor, address, keepalive=0, max_message_size=1000)
+    hub.startService()
+    try:
+        listener = RecordingListener()
+        remove = hub.subscribe(address, b"big", listener)
+        await _until(lambda: redis.numsub("big") == 1)
+        redis.publish("big", b"x" * 1001)
+        redis.publish("big", b"y" * 1000)
+        await _until(lambda: listener.received)
+        assert listener.received == [b"data: " + b"y" * 1000 + b"\n\n"]
+        assert hub.stats["messages_dropped_too_large"] == 1
+        remove()
+    finally:
+        await hub.stopService()

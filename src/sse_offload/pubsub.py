@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from .redis_address import RedisAddress
 from .sse import KEEPALIVE, Mode, frame, http_chunk
+from .stream import DEFAULT_MAX_PAUSED, SlowClientWatch
 
 # Reconnect backoff (DESIGN §4.4): start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap
 # matches txredisapi's maxDelay; the start is half of its 1 s so a blip costs little.
@@ -47,6 +48,10 @@ DEFAULT_KEEPALIVE: Final = 15.0
 #: connection (a Redis host that vanished) would otherwise look alive until the kernel's
 #: 15-minute retransmission timeout (libraries.md §1.4).
 PING_INTERVAL: Final = 10.0
+#: Larger payloads are dropped (and counted): a stream's backlog cap (stream.py) is 1 MiB
+#: too, so a bigger message could not reach a client that is even slightly behind, and one
+#: hostile publish must not cost every listener a copy in its kernel buffer.
+DEFAULT_MAX_MESSAGE: Final = 1 << 20
 PING_TIMEOUT: Final = 5.0
 
 _CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
@@ -169,6 +174,9 @@ class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
             if reply is False:
                 break
             if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
+                if len(reply[2]) > self.server.hub.max_message_size:
+                    self.server.dropped(reply[1], len(reply[2]))
+                    continue
                 batch.append((reply[1], reply[2]))
             else:
                 self._other_reply(reply)
@@ -452,6 +460,18 @@ class RedisServerConnection:
             if self.protocol is not None:
                 self.protocol.write_commands([encode_command(b"UNSUBSCRIBE", channel)])
 
+    def dropped(self, channel: bytes, size: int) -> None:
+        """A message over the size limit: counted, and logged (the first, then every 100th)."""
+        stats = self.hub.stats
+        stats["messages_dropped_too_large"] += 1
+        if stats["messages_dropped_too_large"] % 100 == 1:
+            self.log.warn(
+                "dropped a {size}-byte message on {channel!r} from {server}: over the "
+                "{limit}-byte limit ({count} so far)",
+                size=size, channel=channel, server=self, limit=self.hub.max_message_size,
+                count=stats["messages_dropped_too_large"],
+            )
+
     def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
         channels = self.channels
         if len(batch) == 1:
@@ -487,6 +507,8 @@ class Hub(Service):
         implicit_default: bool = False,
         clock: IReactorTime | None = None,
         outage_limit: float | None = None,
+        max_paused: float = DEFAULT_MAX_PAUSED,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
@@ -497,6 +519,9 @@ class Hub(Service):
         self.outage_limit = outage_limit
         #: Counters for the log and, later, /metrics.
         self.stats: collections.Counter[str] = collections.Counter()
+        self.max_message_size = max_message_size
+        #: Streams whose clients stopped reading, and since when (one timer for all).
+        self.watch = SlowClientWatch(self.clock, max_paused)
         self._implicit_default = implicit_default
         self._keepalive_call: object | None = None
 
@@ -515,9 +540,11 @@ class Hub(Service):
             server.start()
         if self.keepalive > 0:
             self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+        self.watch.start()
 
     def stopService(self) -> defer.Deferred[object]:
         super().stopService()
+        self.watch.stop()
         call = self._keepalive_call
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]

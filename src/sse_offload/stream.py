@@ -9,11 +9,13 @@ through ``request.write``, which frames DATA itself.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Final
 
 from twisted.internet import tcp, unix
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
@@ -25,6 +27,65 @@ from .sse import GAP_COMMENT, GAP_EVENT, Mode
 # Plain TCP and unix-socket server transports, whose socket the fast path may write to.
 # Exact types: a subclass (or a TLS layer, which is another object) takes the normal path.
 _FAST_TRANSPORTS: Final = (tcp.Server, unix.Server)
+
+#: A stream whose client has taken nothing for this long while we had data for it is
+#: aborted: a peer that stopped reading (or vanished behind a NAT) holds memory and a socket.
+#: 30 s is twice the keepalive interval, so an idle but healthy stream is never paused that
+#: long; nchan's and Pushpin's subscriber timeouts are of the same order.
+DEFAULT_MAX_PAUSED: Final = 30.0
+
+# Kernel-side dead-peer detection for stream sockets: unacknowledged data for 30 s ends the
+# connection (TCP_USER_TIMEOUT, RFC 5482), and an idle one is probed after 30 s, every 10 s,
+# 3 times. The kernel defaults (15 minutes of retransmissions, 2 hours before a probe) would
+# keep a vanished client's socket and buffers for far longer than it is any use.
+TCP_USER_TIMEOUT_MS: Final = 30_000
+TCP_KEEPIDLE_S: Final = 30
+TCP_KEEPINTVL_S: Final = 10
+TCP_KEEPCNT: Final = 3
+
+
+def _tune_socket(sock: socket.socket) -> None:
+    try:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPIDLE_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPINTVL_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPCNT)
+    except (OSError, AttributeError):
+        pass  # not Linux, or not a TCP socket: the keepalive comments still find dead peers
+
+
+class SlowClientWatch:
+    """Which streams are paused, since when; aborts those paused longer than ``max_paused``.
+
+    One timer for all streams (no per-connection timers): ``sweep`` runs every second.
+    """
+
+    def __init__(self, clock: IReactorTime, max_paused: float = DEFAULT_MAX_PAUSED) -> None:
+        self.clock = clock
+        self.max_paused = max_paused
+        self.paused: dict[SSEStream, float] = {}
+        self.aborted = 0
+        self._call: DelayedCall | None = None
+
+    def start(self) -> None:
+        if self.max_paused > 0 and self._call is None:
+            self._call = self.clock.callLater(1.0, self.sweep)
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def sweep(self) -> None:
+        now = self.clock.seconds()
+        for stream, since in list(self.paused.items()):
+            if now - since > self.max_paused:
+                self.aborted += 1
+                stream.abort(f"slow client: paused for more than {self.max_paused:g}s")
+        self._call = self.clock.callLater(1.0, self.sweep)
+
 
 #: Bytes a paused (slow) client may have queued before its stream is aborted. 1 MiB: about
 #: 15 s of a busy 64 KiB/s feed; nchan's default per-subscriber buffer is of the same order.
@@ -43,7 +104,7 @@ class SSEStream:
     log = Logger()
     __slots__ = (
         "_send", "_transport", "_write", "chunked", "closed", "gap", "max_queued", "mode",
-        "on_close", "paused", "queued", "request", "wrote",
+        "on_close", "paused", "queued", "request", "watch", "wrote",
     )
 
     def __init__(
@@ -52,8 +113,10 @@ class SSEStream:
         mode: Mode,
         max_queued: int = DEFAULT_MAX_QUEUED,
         gap_event: bool = False,
+        watch: SlowClientWatch | None = None,
     ) -> None:
         self.request = request
+        self.watch = watch
         self.mode = mode
         #: What the hub sends after a Redis outage: raw streams get nothing.
         self.gap: bytes | None = None
@@ -83,6 +146,7 @@ class SSEStream:
                 self._transport = transport
                 self._send = transport.socket.send
                 self._write = self._write_now
+                _tune_socket(transport.socket)
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
 
@@ -127,10 +191,14 @@ class SSEStream:
     def pauseProducing(self) -> None:
         self.paused = True
         self.queued = 0
+        if self.watch is not None and not self.closed:
+            self.watch.paused.setdefault(self, self.watch.clock.seconds())
 
     def resumeProducing(self) -> None:
         self.paused = False
         self.queued = 0
+        if self.watch is not None:
+            self.watch.paused.pop(self, None)
 
     def stopProducing(self) -> None:
         pass
@@ -159,6 +227,8 @@ class SSEStream:
 
     def _detach(self) -> None:
         self.closed = True
+        if self.watch is not None:
+            self.watch.paused.pop(self, None)
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()

@@ -13,6 +13,14 @@ from sse_offload.redis_address import parse_address
 from sse_offload.sse import GAP_COMMENT, Mode, http_chunk
 
 
+def _stop_on_clock(hub: Hub, clock: task.Clock) -> None:
+    """Stop a hub that runs on a fake clock: let the drain period pass; nothing may be left."""
+    done = hub.stopService()
+    clock.pump([0.1] * int(hub.drain / 0.1 + 2))
+    assert done.called
+    assert clock.getDelayedCalls() == []
+
+
 class RecordingListener:
     """A listener that records what the hub writes (the stream layer is tested elsewhere)."""
 
@@ -21,10 +29,15 @@ class RecordingListener:
         self.chunked = chunked
         self.wrote = False
         self.received: list[bytes] = []
+        self.gap = GAP_COMMENT if mode is Mode.SSE else None
+        self.closed = False
 
     def send(self, data: bytes) -> None:
         self.received.append(data)
         self.wrote = True
+
+    def close(self) -> None:
+        self.closed = True
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:
@@ -130,8 +143,7 @@ def test_keepalive_only_to_idle_sse_listeners() -> None:
     assert idle_raw.received == []
     clock.advance(15)  # nothing written since the last tick: all sse listeners get one
     assert busy_sse.received == [b"x", b"3\r\n:\n\n\r\n"]
-    hub.stopService()
-    assert clock.getDelayedCalls() == []
+    _stop_on_clock(hub, clock)
 
 
 @pytest.mark.parametrize("attempt", range(12))
@@ -139,18 +151,6 @@ def test_backoff_grows_by_half_with_ten_percent_jitter(attempt: int) -> None:
     base = min(BACKOFF_MAX, 0.5 * 1.5**attempt)
     assert backoff_delay(attempt, rand=lambda: 0.0) == pytest.approx(base * 0.9)
     assert backoff_delay(attempt, rand=lambda: 1.0) == pytest.approx(base * 1.1)
-
-
-class ClosableListener(RecordingListener):
-    """A recording listener with the gap notice of an sse stream, that records closes."""
-
-    def __init__(self, mode: Mode = Mode.SSE, chunked: bool = False) -> None:
-        super().__init__(mode, chunked)
-        self.gap = GAP_COMMENT if mode is Mode.SSE else None
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
 
 
 @pytest_twisted.ensureDeferred
@@ -162,8 +162,8 @@ async def test_after_a_redis_restart_streams_get_the_gap_notice_then_messages(fr
     hub.startService()
     redis = fresh_redis.client()
     try:
-        sse, raw = ClosableListener(Mode.SSE), ClosableListener(Mode.RAW)
-        chunked = ClosableListener(Mode.SSE, chunked=True)
+        sse, raw = RecordingListener(Mode.SSE), RecordingListener(Mode.RAW)
+        chunked = RecordingListener(Mode.SSE, chunked=True)
         for lst in (sse, raw, chunked):
             hub.subscribe(address, b"g", lst)
         await _until(lambda: redis.numsub("g") == 1)
@@ -192,17 +192,16 @@ def test_outage_longer_than_the_limit_closes_the_streams() -> None:
     hub = Hub(clock, None, keepalive=0, clock=clock, outage_limit=30)
     hub.startService()
     server = hub.server(parse_address("/nonexistent/redis.sock"))  # never connects
-    waiting = ClosableListener()
+    waiting = RecordingListener()
     server.add(b"k", waiting)
     clock.advance(29)
     assert not waiting.closed
     clock.advance(1)
     assert waiting.closed
-    late = ClosableListener()
+    late = RecordingListener()
     server.add(b"k", late)  # after the limit, new streams do not wait either
     assert (late.closed and b"k" not in server.channels) or late not in server.channels[b"k"].groups
-    hub.stopService()
-    assert clock.getDelayedCalls() == []
+    _stop_on_clock(hub, clock)
 
 
 @pytest_twisted.ensureDeferred
@@ -216,7 +215,7 @@ async def test_a_redis_that_stops_answering_is_dropped_and_reconnected(fresh_red
     hub = Hub(reactor, address, keepalive=0, clock=clock)
     hub.startService()
     try:
-        listener = ClosableListener()
+        listener = RecordingListener()
         hub.subscribe(address, b"h", listener)
         server = hub.server(address)
         await _until(lambda: server.protocol is not None)
@@ -284,3 +283,25 @@ async def test_messages_over_the_size_limit_are_dropped_and_counted(redis_server
         remove()
     finally:
         await hub.stopService()
+
+
+def test_shutdown_sends_retry_hints_then_closes_streams_over_the_drain_period() -> None:
+    clock = task.Clock()
+    hub = Hub(clock, None, keepalive=0, clock=clock, drain=1.0)
+    hub.startService()
+    server = hub.server(parse_address("/nonexistent/redis.sock"))
+    streams = [RecordingListener(Mode.SSE) for _ in range(50)]
+    raw = RecordingListener(Mode.RAW)
+    for s in [*streams, raw]:
+        server.add(b"k", s)
+    done = hub.stopService()
+    assert all(s.received and s.received[0].startswith(b"retry: ") for s in streams)
+    assert raw.received == []
+    closed_at_start = sum(s.closed for s in [*streams, raw])
+    assert 0 < closed_at_start < 51, "closes are spread, not all at once"
+    clock.pump([0.1] * 5)
+    assert not done.called
+    clock.pump([0.1] * 6)  # 1.1 s in all
+    assert all(s.closed for s in [*streams, raw])
+    assert done.called
+    assert clock.getDelayedCalls() == []

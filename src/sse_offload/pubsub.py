@@ -52,6 +52,10 @@ PING_INTERVAL: Final = 10.0
 #: too, so a bigger message could not reach a client that is even slightly behind, and one
 #: hostile publish must not cost every listener a copy in its kernel buffer.
 DEFAULT_MAX_MESSAGE: Final = 1 << 20
+#: On shutdown, streams are closed over this many seconds, in steps of DRAIN_STEP; a
+#: systemd unit's default stop timeout (90 s) leaves ample room.
+DEFAULT_DRAIN: Final = 5.0
+DRAIN_STEP: Final = 0.1
 PING_TIMEOUT: Final = 5.0
 
 _CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
@@ -509,6 +513,7 @@ class Hub(Service):
         outage_limit: float | None = None,
         max_paused: float = DEFAULT_MAX_PAUSED,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
+        drain: float = DEFAULT_DRAIN,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
@@ -520,6 +525,7 @@ class Hub(Service):
         #: Counters for the log and, later, /metrics.
         self.stats: collections.Counter[str] = collections.Counter()
         self.max_message_size = max_message_size
+        self.drain = drain
         #: Streams whose clients stopped reading, and since when (one timer for all).
         self.watch = SlowClientWatch(self.clock, max_paused)
         self._implicit_default = implicit_default
@@ -549,7 +555,41 @@ class Hub(Service):
         if call is not None and call.active():  # type: ignore[attr-defined]
             call.cancel()  # type: ignore[attr-defined]
         self._keepalive_call = None
-        return defer.DeferredList([s.stop() for s in self.servers.values()])  # type: ignore[return-value]
+        d = self._drain()
+        d.addCallback(lambda _: defer.DeferredList([s.stop() for s in self.servers.values()]))
+        return d
+
+    def _drain(self) -> defer.Deferred[None]:
+        """Close every stream, spread over ``drain`` seconds, each ``sse`` one after a
+        ``retry:`` hint, so a restart does not bring every client back in the same instant."""
+        listeners = [x for server in self.servers.values() for x in server.listeners()]
+        if not listeners:
+            return defer.succeed(None)
+        random.shuffle(listeners)
+        retry_ms = max(1000, int(self.drain * 1000))
+        for listener in listeners:
+            if listener.mode is Mode.SSE:
+                # A reconnection delay of its own for each client, up to twice the drain period.
+                hint = b"retry: %d\n\n" % random.randint(retry_ms // 2, retry_ms * 2)
+                listener.send(http_chunk(hint) if listener.chunked else hint)
+        self.log.info(
+            "closing {count} stream(s) over {drain}s", count=len(listeners), drain=self.drain
+        )
+        steps = max(1, int(self.drain / DRAIN_STEP))
+        per_step = -(-len(listeners) // steps)
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def close_some() -> None:
+            batch, listeners[:] = listeners[:per_step], listeners[per_step:]
+            for listener in batch:
+                listener.close()
+            if listeners:
+                self.clock.callLater(DRAIN_STEP, close_some)
+            else:
+                done.callback(None)
+
+        close_some()
+        return done
 
     def server(self, address: RedisAddress) -> RedisServerConnection:
         """The connection for ``address``, created (and started, if running) on first use."""

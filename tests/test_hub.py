@@ -241,8 +241,8 @@ class PausableStream:
     def __init__(self) -> None:
         self.aborted: list[str] = []
 
-    def abort(self, why: str) -> None:
-        self.aborted.append(why)
+    def abort(self, why: str, reason: str) -> None:
+        self.aborted.append(f"{reason}: {why}")
 
 
 def test_streams_paused_longer_than_the_limit_are_aborted() -> None:
@@ -257,7 +257,7 @@ def test_streams_paused_longer_than_the_limit_are_aborted() -> None:
     clock.advance(20)
     del watch.paused[recovering]  # resumeProducing
     clock.advance(11)
-    assert stuck.aborted == ["slow client: paused for more than 30s"]
+    assert stuck.aborted == ["slow_paused: slow client: paused for more than 30s"]
     assert recovering.aborted == []
     assert watch.aborted == 1
     watch.stop()

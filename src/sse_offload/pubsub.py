@@ -117,9 +117,13 @@ class Channel:
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups.values())
 
-    def deliver(self, payloads: list[bytes]) -> None:
-        """Frame ``payloads`` once per group and write the same bytes to each listener."""
+    def deliver(self, payloads: list[bytes]) -> tuple[int, int]:
+        """Frame ``payloads`` once per group and write the same bytes to each listener.
+
+        Returns (writes, bytes written) for the counters.
+        """
         framed: dict[Mode, bytes] = {}
+        writes = written = 0
         for (mode, chunked), group in tuple(self.groups.items()):
             body = framed.get(mode)
             if body is None:
@@ -128,8 +132,12 @@ class Channel:
                 continue
             data = http_chunk(body) if chunked else body
             # A snapshot: a write may abort a slow listener, which removes it from the group.
-            for listener in tuple(group):
+            listeners = tuple(group)
+            for listener in listeners:
                 listener.send(data)
+            writes += len(listeners)
+            written += len(listeners) * len(data)
+        return writes, written
 
 
 class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
@@ -478,19 +486,18 @@ class RedisServerConnection:
 
     def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
         channels = self.channels
-        if len(batch) == 1:
-            name, payload = batch[0]
-            ch = channels.get(name)
-            if ch is not None:
-                ch.deliver([payload])
-            return
+        stats = self.hub.stats
+        stats["messages_received"] += len(batch)
         by_channel: dict[bytes, list[bytes]] = {}
         for name, payload in batch:
             by_channel.setdefault(name, []).append(payload)
         for name, payloads in by_channel.items():
             ch = channels.get(name)
             if ch is not None:
-                ch.deliver(payloads)
+                writes, written = ch.deliver(payloads)
+                stats["messages_delivered"] += writes * len(payloads)
+                stats["stream_writes"] += writes
+                stats["bytes_written"] += written
 
     def listeners(self) -> Iterable[Listener]:
         for ch in self.channels.values():
@@ -527,7 +534,7 @@ class Hub(Service):
         self.max_message_size = max_message_size
         self.drain = drain
         #: Streams whose clients stopped reading, and since when (one timer for all).
-        self.watch = SlowClientWatch(self.clock, max_paused)
+        self.watch = SlowClientWatch(self.clock, max_paused, self.stats)
         self._implicit_default = implicit_default
         self._keepalive_call: object | None = None
 

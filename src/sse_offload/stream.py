@@ -9,7 +9,9 @@ through ``request.write``, which frames DATA itself.
 
 from __future__ import annotations
 
+import collections
 import socket
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -56,17 +58,30 @@ def _tune_socket(sock: socket.socket) -> None:
         pass  # not Linux, or not a TCP socket: the keepalive comments still find dead peers
 
 
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return f"{host}:{getattr(address, 'port', '')}" if host else str(address)
+
+
 class SlowClientWatch:
     """Which streams are paused, since when; aborts those paused longer than ``max_paused``.
 
     One timer for all streams (no per-connection timers): ``sweep`` runs every second.
     """
 
-    def __init__(self, clock: IReactorTime, max_paused: float = DEFAULT_MAX_PAUSED) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_paused: float = DEFAULT_MAX_PAUSED,
+        stats: collections.Counter[str] | None = None,
+    ) -> None:
         self.clock = clock
         self.max_paused = max_paused
         self.paused: dict[SSEStream, float] = {}
         self.aborted = 0
+        #: Shared counters (the hub's): streams_closed_<reason>, for the log and /metrics.
+        self.stats: collections.Counter[str] = stats if stats is not None else collections.Counter()
         self._call: DelayedCall | None = None
 
     def start(self) -> None:
@@ -83,7 +98,9 @@ class SlowClientWatch:
         for stream, since in list(self.paused.items()):
             if now - since > self.max_paused:
                 self.aborted += 1
-                stream.abort(f"slow client: paused for more than {self.max_paused:g}s")
+                stream.abort(
+                    f"slow client: paused for more than {self.max_paused:g}s", "slow_paused"
+                )
         self._call = self.clock.callLater(1.0, self.sweep)
 
 
@@ -103,8 +120,8 @@ class SSEStream:
 
     log = Logger()
     __slots__ = (
-        "_send", "_transport", "_write", "chunked", "closed", "gap", "max_queued", "mode",
-        "on_close", "paused", "queued", "request", "watch", "wrote",
+        "_send", "_transport", "_write", "channel", "chunked", "closed", "gap", "max_queued",
+        "mode", "on_close", "paused", "queued", "request", "sent", "started", "watch", "wrote",
     )
 
     def __init__(
@@ -117,6 +134,9 @@ class SSEStream:
     ) -> None:
         self.request = request
         self.watch = watch
+        self.channel = b""  # for the log line at the end
+        self.sent = 0
+        self.started = watch.clock.seconds() if watch is not None else time.time()
         self.mode = mode
         #: What the hub sends after a Redis outage: raw streams get nothing.
         self.gap: bytes | None = None
@@ -156,10 +176,11 @@ class SSEStream:
             # What was queued *before* this message counts, so one large message still
             # reaches a client that was keeping up.
             if self.queued > self.max_queued:
-                self.abort(f"slow client: more than {self.max_queued} bytes queued")
+                self.abort(f"slow client: more than {self.max_queued} bytes queued", "slow_queued")
                 return
             self.queued += len(data)
         self._write(data)
+        self.sent += len(data)
         self.wrote = True
 
     def _write_now(self, data: bytes) -> None:
@@ -203,36 +224,49 @@ class SSEStream:
     def stopProducing(self) -> None:
         pass
 
-    def abort(self, why: str) -> None:
-        """Drop the client at once (no flush of its backlog)."""
+    def abort(self, why: str, reason: str = "aborted") -> None:
+        """Drop the client at once (no flush of its backlog); ``reason`` names the counter."""
         if self.closed:
             return
-        self.log.info(
-            "closing stream of {peer}: {why}", peer=self.request.getClientAddress(), why=why
-        )
-        self._detach()
+        self._detach(reason, why)
         transport = self.request.channel.transport if self.request.channel else None
         if transport is not None:
             abort = getattr(transport, "abortConnection", transport.loseConnection)
             abort()
 
-    def close(self) -> None:
+    def close(self, reason: str = "server") -> None:
         """End the stream cleanly from the server side."""
         if self.closed:
             return
-        self._detach()
+        self._detach(reason, "closed by the gateway")
         request = self.request
         request.unregisterProducer()
         request.finish()
 
-    def _detach(self) -> None:
+    def _detach(self, reason: str, why: str) -> None:
+        """The stream ends: leave the hub, count it, and say so in the log.
+
+        twisted.web logs a request only at ``finish()``, which a stream the client left never
+        reaches: this line is the stream's access log.
+        """
         self.closed = True
-        if self.watch is not None:
-            self.watch.paused.pop(self, None)
+        watch = self.watch
+        if watch is not None:
+            watch.paused.pop(self, None)
+            watch.stats[f"streams_closed_{reason}"] += 1
+            now = watch.clock.seconds()
+        else:
+            now = time.time()
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
+        self.log.info(
+            "stream {channel!r} of {peer} ended after {duration:.1f}s and {sent} bytes: {why}",
+            channel=self.channel, peer=_peer(self.request), duration=now - self.started,
+            sent=self.sent, why=why, reason=reason,
+        )
 
     def _finished(self, result: Failure | None) -> None:
-        # notifyFinish: the client went away (errback) or close() finished the request.
-        self._detach()
+        # notifyFinish: the client went away (errback), or close() finished the request.
+        if not self.closed:
+            self._detach("client", "the client went away")

@@ -1,0 +1,88 @@
+"""The admin listener in-process: /metrics parses with prometheus-client and moves."""
+
+from __future__ import annotations
+
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import task
+
+from sse_offload.admin import admin_site
+from sse_offload.pubsub import Hub
+from sse_offload.redis_address import parse_address
+from sse_offload.sse import GAP_COMMENT, Mode
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.mode = Mode.SSE
+        self.chunked = False
+        self.wrote = False
+        self.gap = GAP_COMMENT
+        self.received: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+async def _get(port: int, path: str) -> tuple[int, bytes]:
+    import treq
+
+    response = await treq.get(f"http://127.0.0.1:{port}{path}")
+    return response.code, await response.content()
+
+
+def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    from twisted.internet import reactor
+
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.02)
+    raise AssertionError("timed out")
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_and_health_follow_the_hub(redis_server, redis):
+    from twisted.internet import reactor
+
+    address = parse_address(redis_server.address)
+    hub = Hub(reactor, address, keepalive=0)
+    port = reactor.listenTCP(0, admin_site(hub), interface="127.0.0.1")
+    try:
+        code, body = await _get(port.getHost().port, "/health")
+        assert code == 503 and b"not ready" in body
+        hub.startService()
+        await _until(lambda: hub.server(address).protocol is not None)
+        code, body = await _get(port.getHost().port, "/health")
+        assert (code, body) == (200, b"ready\n")
+
+        listeners = [Listener() for _ in range(3)]
+        removers = [hub.subscribe(address, b"m", x) for x in listeners]
+        await _until(lambda: redis.numsub("m") == 1)
+        redis.publish("m", "hello")
+        await _until(lambda: all(x.received for x in listeners))
+        code, body = await _get(port.getHost().port, "/metrics")
+        assert code == 200
+        samples = _samples(body)
+        assert samples[("sse_offload_clients", ())] == 3
+        assert samples[("sse_offload_channels", (("server", str(address)),))] == 1
+        assert samples[("sse_offload_redis_connected", (("server", str(address)),))] == 1
+        assert samples[("sse_offload_messages_received_total", ())] == 1
+        assert samples[("sse_offload_messages_delivered_total", ())] == 3
+        assert samples[("sse_offload_bytes_written_total", ())] == 3 * len(b"data: hello\n\n")
+        for remove in removers:
+            remove()
+    finally:
+        await port.stopListening()
+        await hub.stopService()

@@ -311,11 +311,11 @@ def test_keys_not_built_yet_are_warned_about_at_startup(gateway_factory, redis_s
         [uwsgi]
         route = ^/whattimeisit sse:clock
         final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-        wsgi-file = app.py
+        workers = 4
     """
     gw = gateway_factory(rules, redis=redis_server.address).start()
-    log = gw.wait_log("wsgi-file")
-    assert "rules.ini:4:" in log and "'wsgi-file' is not supported yet" in log
+    log = gw.wait_log("'workers'")
+    assert "rules.ini:4:" in log and "'workers' is not supported yet" in log
     # the response side is parsed and run, with a note that it only sees gateway responses
     assert "rules.ini:3:" in log and "until an app is configured" in log
 

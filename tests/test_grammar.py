@@ -220,9 +220,9 @@ def test_three_bad_lines_report_three_errors_in_order() -> None:
 
 def test_rules_error_carries_the_warnings_too() -> None:
     with pytest.raises(RulesError) as info:
-        load("[uwsgi]\nwsgi-file = x\nroute = ^/a last\n")
-    assert [w.message for w in info.value.warnings] == ["'wsgi-file' is not supported yet; ignored"]
-    assert "wsgi-file" not in str(info.value)
+        load("[uwsgi]\nworkers = x\nroute = ^/a last\n")
+    assert [w.message for w in info.value.warnings] == ["'workers' is not supported yet; ignored"]
+    assert "workers" not in str(info.value)
 
 
 # --- properties -------------------------------------------------------------------------

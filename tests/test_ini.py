@@ -122,19 +122,23 @@ def test_examples_clock_ini_commented_lines_are_not_read() -> None:
     assert "wsgi-file" not in dict(pairs(config))
 
 
-def test_app_governed_ini_loads_and_warns_about_the_keys_not_built_yet() -> None:
+def test_app_governed_ini_loads_without_warnings() -> None:
     config = load(APP_GOVERNED_INI)
     assert config.values("plugin") == ("python", "sse_offload")
+    assert config.option("wsgi-file") == "clock.py"
     assert config.request_rules == ()
     (final,) = config.final_rules
     assert final.condition is not None and final.negate
     assert (final.condition.name, final.condition.arg) == ("empty", "${X-SSE-OFFLOAD}")
-    assert [(w.severity, w.pos.line if w.pos else None) for w in config.warnings] == [
-        ("warning", 13),
-        ("note", 16),
-    ]
-    assert config.warnings[0].message == "'wsgi-file' is not supported yet; ignored"
-    assert config.warnings[1].message.startswith("response-side rules (response-route*,")
+    # an app is configured: no "not supported yet", no note that rules see gateway responses
+    assert config.warnings == ()
+
+
+def test_response_side_rules_without_an_app_get_a_note() -> None:
+    config = load("[uwsgi]\nfinal-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}\n")
+    (note,) = config.warnings
+    assert note.severity == "note"
+    assert note.message.startswith("response-side rules (response-route*,")
 
 
 # --- line syntax ------------------------------------------------------------------------
@@ -223,7 +227,7 @@ def test_keys_read_elsewhere_or_ignored_are_accepted_silently(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["wsgi-file", "module", "callable", "workers", "threads", "static-map2", "attach-daemon"],
+    ["workers", "static-map2", "attach-daemon"],
 )
 def test_keys_not_built_yet_are_warned_about_at_their_line(key: str) -> None:
     config = load(f"[uwsgi]\n\n  {key} = x y\n")

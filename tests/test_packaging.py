@@ -28,3 +28,30 @@ def test_plugin_help_names_the_options() -> None:
 def test_console_script_prints_the_version() -> None:
     script = Path(sys.executable).with_name("sse-offload")
     assert _run(str(script), "--version").strip() == f"sse-offload {sse_offload.__version__}"
+
+
+def test_twisted_is_pinned_below_27_for_the_private_wsgi_api() -> None:
+    # backends/wsgi.py subclasses twisted.web.wsgi._WSGIResponse (libraries.md §2.6)
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+    assert '"twisted[tls,http2]>=24.7,<27"' in text
+
+
+def test_the_private_wsgi_api_the_host_relies_on_is_there() -> None:
+    import inspect
+
+    from twisted.web import wsgi
+
+    response = wsgi._WSGIResponse
+    for name in ("_sendResponseHeaders", "run", "write", "start", "startResponse"):
+        assert callable(getattr(response, name)), name
+    source = inspect.getsource(response)
+    # the host stops the app's iteration and the finish through these
+    assert "self._requestFinished" in source and "self._sendResponseHeaders()" in source
+    assert "self.request.finish()" in source
+
+
+def test_no_uwsgi_module_is_installed() -> None:
+    # the gateway injects it into sys.modules only while it hosts an app
+    import importlib.util
+
+    assert importlib.util.find_spec("uwsgi") is None

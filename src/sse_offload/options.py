@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass
@@ -9,6 +10,14 @@ from typing import Final
 
 from twisted.python import usage
 
+from .backends.upstream import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEAD_TIMEOUT,
+    UpstreamError,
+    UpstreamSpec,
+    parse_upstream,
+)
+from .backends.wsgi import DEFAULT_THREADS, AppSpec
 from .config import Config
 from .pubsub import DEFAULT_KEEPALIVE
 from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
@@ -79,6 +88,26 @@ class Options(usage.Options):
             "Seconds between keepalive comments on idle sse streams; 0 disables. [default: 15]",
         ],
         [
+            "wsgi", None, None,
+            "Host a WSGI app in-process: pkg.module:callable (ini: wsgi, module, wsgi-file, "
+            "callable).",
+        ],
+        [
+            "proxy", None, None,
+            "Pass requests no rule answers to an upstream HTTP server: http://host:port or "
+            "unix:/path.",
+        ],
+        ["threads", None, None, "Threads of the in-process app's pool. [default: 10]"],
+        [
+            "proxy-connect-timeout", None, None,
+            "Seconds to connect to the --proxy upstream (then 504). [default: 5]",
+        ],
+        [
+            "proxy-head-timeout", None, None,
+            "Seconds to wait for the upstream's response head (then 504); the body has no "
+            "timeout. [default: 60]",
+        ],
+        [
             "processes", None, None,
             "Gateway worker processes sharing the listening sockets, each with its own "
             "Redis subscriptions (use one per core). [default: 1]",
@@ -88,6 +117,12 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["trusted-proxy"] = []
+
+    def opt_trusted_proxy(self, value: str) -> None:
+        """An address or network (10.0.0.0/8) whose X-Forwarded-* headers the proxy keeps
+        and appends to; repeatable. [default: none]"""
+        self["trusted-proxy"].append(value)
 
     def opt_listen(self, value: str) -> None:
         """A Twisted server endpoint string (tcp:9090, unix:/run/sse.sock, ssl:...); repeatable.
@@ -112,6 +147,8 @@ class Settings:
     implicit_default: bool  # neither --redis nor ``redis =`` was given
     keepalive: float
     processes: int
+    app: AppSpec | None = None
+    upstream: UpstreamSpec | None = None
 
 
 def resolve_settings(options: Options, config: Config) -> Settings:
@@ -136,7 +173,90 @@ def resolve_settings(options: Options, config: Config) -> Settings:
         redis = parse_address(default_redis() if embedded or not redis_text else redis_text)
     except AddressError as e:
         raise ConfigurationError(f"--redis: {e}") from None
-    return Settings(redis, embedded, redis_text is None, keepalive, processes)
+    app = resolve_app(options, config)
+    upstream = resolve_upstream(options, config)
+    if app is not None and upstream is not None:
+        raise ConfigurationError(
+            f"both an in-process app ({app.describe()}) and --proxy {upstream.url}: choose one"
+        )
+    if (app is not None or upstream is not None) and processes > 1:
+        raise ConfigurationError("processes > 1 with an app or --proxy is not supported yet")
+    return Settings(redis, embedded, redis_text is None, keepalive, processes, app, upstream)
+
+
+def _seconds(name: str, text: str | None, default: float) -> float:
+    if not text:
+        return default
+    try:
+        value = float(text)
+        if value <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds > 0, got {text!r}") from None
+    return value
+
+
+def resolve_app(options: Options, config: Config) -> AppSpec | None:
+    """The in-process app the options and ini keys name, or None."""
+    wsgi_file = config.option("wsgi-file")
+    module = options["wsgi"] or config.option("wsgi") or config.option("module")
+    if options["wsgi"]:
+        wsgi_file = None  # the command line wins
+    if not wsgi_file and not module:
+        return None
+    threads_text = options["threads"] or config.option("threads")
+    try:
+        threads = int(threads_text) if threads_text else DEFAULT_THREADS
+        if threads < 1:
+            raise ValueError
+    except ValueError:
+        raise ConfigurationError(
+            f"threads must be a whole number >= 1, got {threads_text!r}"
+        ) from None
+    return AppSpec(
+        wsgi_file=wsgi_file,
+        module=None if wsgi_file else module,
+        callable_name=config.option("callable") or "application",
+        chdir=config.option("chdir"),
+        pythonpath=config.values("pythonpath"),
+        env=config.values("env"),
+        home=config.option("virtualenv") or config.option("home"),
+        threads=threads,
+        options=tuple((e.key, e.value) for e in config.entries),
+    )
+
+
+def resolve_upstream(options: Options, config: Config) -> UpstreamSpec | None:
+    """The upstream ``--proxy``/``proxy`` names, or None."""
+    text = options["proxy"] or config.option("proxy")
+    if not text:
+        return None
+    try:
+        url = parse_upstream(text)
+    except UpstreamError as e:
+        raise ConfigurationError(f"--proxy: {e}") from None
+    trusted = tuple(options["trusted-proxy"]) or config.values("trusted-proxy")
+    for item in trusted:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigurationError(
+                f"trusted-proxy: expected an address or network, got {item!r}"
+            ) from None
+    return UpstreamSpec(
+        url=url,
+        connect_timeout=_seconds(
+            "proxy-connect-timeout",
+            options["proxy-connect-timeout"] or config.option("proxy-connect-timeout"),
+            DEFAULT_CONNECT_TIMEOUT,
+        ),
+        head_timeout=_seconds(
+            "proxy-head-timeout",
+            options["proxy-head-timeout"] or config.option("proxy-head-timeout"),
+            DEFAULT_HEAD_TIMEOUT,
+        ),
+        trusted=trusted,
+    )
 
 
 def _parse_keepalive(value: str) -> float:

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
 
+from .backends import Backend
 from .config import Config
 from .embedded_redis import EmbeddedRedis
 from .options import ConfigurationError
@@ -82,10 +83,16 @@ def build_gateway(
     keepalive: float,
     reactor: object,
     implicit_default: bool = False,
+    backend: Backend | None = None,
 ) -> GatewayParts:
-    """Hub, gateway and site for ``config``; streams may use the default and literal servers."""
+    """Hub, gateway and site for ``config``; streams may use the default and literal servers.
+
+    ``backend`` (an in-process app or an upstream) serves what no rule answers.
+    """
     hub = Hub(reactor, default_address, keepalive, implicit_default=implicit_default)  # type: ignore[arg-type]
-    gateway = Gateway(config=config, hub=hub, default_address=default_address)
+    gateway = Gateway(
+        config=config, hub=hub, default_address=default_address, backend=backend
+    )
     gateway.allow([default_address, *literal_addresses(config)])
     site = server.Site(GatewayResource(gateway))
     return GatewayParts(hub, gateway, site)

@@ -12,12 +12,16 @@ from typing import NoReturn
 from twisted.application import service, strports
 from twisted.logger import Logger
 
+from .backends.upstream import UpstreamBackend
+from .backends.wsgi import AppError, WSGIBackend, load_app
 from .config import Config, RulesError, load_rules
+from .config.loader import RESPONSE_SIDE_NOTE
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .mules import Mule
 from .options import (
     DEFAULT_LISTEN,
     Options,
+    Settings,
     http_socket_endpoint,
     resolve_settings,
     with_backlog,
@@ -48,6 +52,25 @@ def _listen_endpoints(options: Options, config: Config) -> list[str]:
     return [DEFAULT_LISTEN]
 
 
+def _backend(settings: Settings, reactor: object) -> WSGIBackend | UpstreamBackend | None:
+    """The in-process app (imported now, so an import error stops start-up with its
+    message) or the upstream proxy; None when neither is configured."""
+    if settings.app is not None:
+        try:
+            app = load_app(settings.app)
+        except AppError as e:
+            _fail(str(e))
+        log.info(
+            "hosting {app} in-process with {threads} threads",
+            app=settings.app.describe(), threads=settings.app.threads,
+        )
+        return WSGIBackend(app, settings.app.threads, reactor)
+    if settings.upstream is not None:
+        log.info("proxying to {upstream}", upstream=settings.upstream.url)
+        return UpstreamBackend(settings.upstream, reactor)
+    return None
+
+
 def makeService(options: Options) -> service.MultiService:
     """Parse the rules and build the service tree; exits with the message on a config error."""
     from twisted.internet import reactor
@@ -56,13 +79,17 @@ def makeService(options: Options) -> service.MultiService:
         config = load_rules(options["rules"])
     except RulesError as e:
         _fail(str(e))
-    for warning in config.warnings:
-        log.warn("{warning}", warning=warning.format())
     try:
         settings = resolve_settings(options, config)
         literal_addresses(config)
     except ConfigurationError as e:
         _fail(str(e))
+    has_app = settings.app is not None or settings.upstream is not None
+    for warning in config.warnings:
+        if has_app and warning.message == RESPONSE_SIDE_NOTE:
+            continue  # the app came from the command line
+        log.warn("{warning}", warning=warning.format())
+    backend = _backend(settings, reactor)
     listen = [with_backlog(d) for d in _listen_endpoints(options, config)]
 
     embedded: EmbeddedRedis | None = None
@@ -86,8 +113,11 @@ def makeService(options: Options) -> service.MultiService:
         root.add(pool, after_redis=True)
     else:
         parts = build_gateway(
-            config, settings.redis, settings.keepalive, reactor, settings.implicit_default
+            config, settings.redis, settings.keepalive, reactor, settings.implicit_default,
+            backend,
         )
+        if backend is not None:
+            root.add(backend)  # before the listeners: its pool runs before a request comes
         if embedded is not None:
             # replaced by the embedded server's socket once it starts
             parts.gateway.allowed_servers.discard(settings.redis.key)

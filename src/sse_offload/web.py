@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
@@ -44,9 +44,13 @@ from .routing import (
     run_chain,
     static_map_target,
 )
+from .routing.response import added_headers
 from .routing.state import Verifier
 from .sse import Mode
 from .stream import DEFAULT_MAX_QUEUED, SSEStream
+
+if TYPE_CHECKING:
+    from .backends import Backend
 
 #: DESIGN §4.7: the head of a stream offloaded from the request chain.
 SSE_HEADERS: Final = (
@@ -54,6 +58,46 @@ SSE_HEADERS: Final = (
     (b"Cache-Control", b"no-cache"),
     (b"X-Accel-Buffering", b"no"),
 )
+
+
+#: DESIGN §4.7: headers of the app's head that a stream never carries (hop-by-hop and
+#: framing ones: the stream is re-framed, and a Content-Length would end it).
+FRAMING_HEADERS: Final = frozenset(
+    {
+        "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+        "trailer", "content-encoding", "proxy-connection", "te",
+    }
+)
+
+#: What :meth:`GatewayResource.app_head` tells a backend: pass the body through, or the
+#: request became a stream / was answered and the app's body is to be discarded.
+Verdict = Literal["pass", "stream", "done"]
+
+
+def stream_head(headers: list[tuple[str, str]], mode: str) -> list[tuple[str, str]]:
+    """The app's headers as a stream's head (DESIGN §4.7): hop-by-hop and framing headers
+    (and those ``Connection`` names) removed; in ``sse`` mode Content-Type is
+    ``text/event-stream`` so browsers accept it."""
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    out = []
+    has_type = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in FRAMING_HEADERS or lower in named:
+            continue
+        if lower == "content-type" and mode == "sse":
+            if has_type:
+                continue
+            value, has_type = "text/event-stream", True
+        out.append((name, value))
+    if mode == "sse" and not has_type:
+        out.insert(0, ("Content-Type", "text/event-stream"))
+    return out
 
 
 def _text(raw: bytes) -> str:
@@ -106,6 +150,7 @@ class Gateway:
     max_queued: int = DEFAULT_MAX_QUEUED
     verifier: Verifier | None = None
     run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] = _run_in_thread
+    backend: Backend | None = None
 
     def allow(self, addresses: Iterable[RedisAddress]) -> None:
         self.allowed_servers.update(a.key for a in addresses)
@@ -122,6 +167,10 @@ def _plain(request: Request, status: int, body: bytes) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     return body
+
+
+def _nothing(request: Request, state: RequestState) -> None:
+    """The response side already ran."""
 
 
 def _deliver(request: Request, body: bytes | int) -> None:
@@ -188,6 +237,17 @@ class GatewayResource(resource.Resource):
             transport: Any = request.channel.transport if request.channel else None
             if transport is not None:
                 transport.loseConnection()
+            return server.NOT_DONE_YET
+        backend = self.gateway.backend
+        if (
+            isinstance(outcome, Continue)
+            and backend is not None
+            and self._static_target(state) is None
+        ):
+            # The app's head goes through app_head(), which runs the response side; an
+            # answer the backend makes itself (502, 504, an app's crash) through the hook.
+            self._on_head(request, state)
+            backend.serve(request, state, self)
             return server.NOT_DONE_YET
         self._on_head(request, state)
         if isinstance(outcome, Break):
@@ -285,7 +345,8 @@ class GatewayResource(resource.Resource):
             )
 
     # --- static-map ----------------------------------------------------------------------
-    def _static_map(self, request: Request, state: RequestState) -> bytes | int | None:
+    def _static_target(self, state: RequestState) -> str | None:
+        """The file a static-map serves for this request, if any."""
         # The vars, not the request: setmethod/setpathinfo/rewrite have their say here.
         if state.vars.get("REQUEST_METHOD") not in ("GET", "HEAD"):
             return None
@@ -294,13 +355,86 @@ class GatewayResource(resource.Resource):
             if path_info.startswith(mapping.mount):
                 target = static_map_target(mapping, path_info[len(mapping.mount) :])
                 if target is not None:
-                    result: bytes | int = static.File(target).render(request)
-                    return result
+                    return target
         return None
 
+    def _static_map(self, request: Request, state: RequestState) -> bytes | int | None:
+        target = self._static_target(state)
+        if target is None:
+            return None
+        result: bytes | int = static.File(target).render(request)
+        return result
+
+    # --- the app's response ----------------------------------------------------------------
+    def app_head(
+        self,
+        request: Request,
+        state: RequestState,
+        status: int,
+        reason: bytes | None,
+        headers: list[tuple[str, str]] | None,
+    ) -> Verdict:
+        """Run the response side for a backend's head; called in the reactor thread.
+
+        ``headers`` is None when the app sent no head (a WSGI app that returned without
+        calling start_response). Returns "pass" when the head is set on ``request`` and the
+        backend is to stream the body; "stream" when the request became an SSE stream or was
+        answered with an error; "done" when the request is finished. With "stream" and
+        "done" the backend discards the app's body.
+        """
+        if request.finished or request._disconnected:
+            return "done"
+        request.__dict__.pop("write", None)  # the _on_head hook: the response side runs here
+        decision = respond(self.gateway.config, state, status or 200, headers or [])
+        self._emit_logs(state, status)
+        offload = decision.offload
+        never_stream = request.method == b"HEAD" or status in (204, 304)
+        if offload is not None and not (never_stream and headers is not None):
+            if decision.replace_headers or headers is None:
+                # DESIGN §4.7: the response chain (or an app that sent no head): the defaults.
+                head = [(_text(n), _text(v)) for n, v in SSE_HEADERS]
+                head += added_headers(self.gateway.config, state)
+                code, phrase = 200, None
+            else:
+                head = stream_head(decision.headers, offload.mode)
+                code, phrase = status, reason
+            _deliver(request, self._offload(request, state, offload, (code, phrase, head)))
+            return "stream"
+        if headers is None:
+            self.log.error(
+                "the app returned without a response head (no start_response) for {uri}",
+                uri=request.uri,
+            )
+            _deliver(request, _plain(request, 500, b"500 Internal Server Error\n"))
+            return "done"
+        request.setResponseCode(status, reason)
+        replaced = Headers()
+        for name, value in decision.headers:
+            replaced.addRawHeader(_bytes(name), _bytes(value))
+        request.responseHeaders = replaced
+        if decision.discard_body:
+            # The response chain said break: uWSGI sends the head and ignores the body.
+            replaced.removeHeader(b"Content-Length")
+            replaced.removeHeader(b"Transfer-Encoding")
+            request.setHeader(b"Content-Length", b"0")
+            request.write(b"")
+            request.finish()
+            return "done"
+        return "pass"
+
     # --- offload -------------------------------------------------------------------------
-    def _offload(self, request: Request, state: RequestState, outcome: Offload) -> bytes | int:
+    def _offload(
+        self,
+        request: Request,
+        state: RequestState,
+        outcome: Offload,
+        head: tuple[int, bytes | None, list[tuple[str, str]]] | None = None,
+    ) -> bytes | int:
+        """Start the stream ``outcome`` names. ``head`` (status, phrase, headers): the
+        response side already ran (a backend's head) and this is the head to send; None:
+        the request chain offloaded, the defaults go through the response side."""
         gateway = self.gateway
+        on_head = self._on_head if head is None else _nothing
         target = parse_sse_arg(outcome.arg)
         rule = outcome.rule
         if target.channel is None:
@@ -308,7 +442,7 @@ class GatewayResource(resource.Resource):
                 "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
                 rule=str(rule.pos), mode=outcome.mode, uri=request.uri,
             )
-            self._on_head(request, state)
+            on_head(request, state)
             return _plain(request, 500, b"500 Internal Server Error\n")
         if target.server is None:
             address = gateway.default_address
@@ -317,7 +451,7 @@ class GatewayResource(resource.Resource):
                 address = parse_address(target.server)
             except AddressError as e:
                 self.log.error("{rule}: {error}", rule=str(rule.pos), error=str(e))
-                self._on_head(request, state)
+                on_head(request, state)
                 return _plain(request, 500, b"500 Internal Server Error\n")
         if address.key not in gateway.allowed_servers:
             # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
@@ -326,19 +460,27 @@ class GatewayResource(resource.Resource):
                 "{rule}: refused server {server!r} for {uri}: not a server the configuration names",
                 rule=str(rule.pos), server=target.server, uri=request.uri,
             )
-            self._on_head(request, state)
+            on_head(request, state)
             return _plain(request, 403, b"403 Forbidden\n")
         state.streaming = True
-        for name, value in SSE_HEADERS:
-            request.setHeader(name, value)
-        request.setResponseCode(200)
+        if head is None:
+            for name, value in SSE_HEADERS:
+                request.setHeader(name, value)
+            request.setResponseCode(200)
+        else:
+            code, phrase, header_list = head
+            replaced = Headers()
+            for name, value in header_list:
+                replaced.addRawHeader(_bytes(name), _bytes(value))
+            request.responseHeaders = replaced
+            request.setResponseCode(code, phrase)
         if request.method == b"HEAD":
-            self._on_head(request, state)
+            on_head(request, state)
             return b""  # DESIGN §4.7: HEAD gets the head and ends
         stream = SSEStream(request, Mode(outcome.mode), gateway.max_queued)
         # After the stream took request.write for its own writes: the hook runs once, when
         # start() writes the head.
-        self._on_head(request, state)
+        on_head(request, state)
         channel = target.channel.encode("utf-8", "surrogateescape")
         stream.start()
         if not stream.closed:

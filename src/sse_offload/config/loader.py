@@ -67,34 +67,34 @@ ROUTING_KEYS = _routing_keys()
 #: Keys of the complete product that this version does not implement yet.
 LATER_KEYS = frozenset(
     {
-        "wsgi-file",
-        "wsgi",
-        "module",
-        "callable",
         "workers",
-        "threads",
         "static-map2",
         "check-static",
         "attach-daemon",
         "http11-socket",
     }
 )
+#: Keys that put an app behind the gateway (in-process or upstream).
+APP_KEYS = ("wsgi-file", "wsgi", "module", "proxy")
 #: Keys read by the service or accepted and ignored (DESIGN §4.11-§4.12).
 SERVICE_KEYS = frozenset(
     {
         "http-socket", "listen", "redis", "keepalive", "rules", "processes", "plugin",
         "plugins", "offload-threads", "offload-thread",
+        # the app (in-process WSGI) and the upstream proxy
+        *APP_KEYS, "callable", "threads", "chdir", "env", "pythonpath", "home", "virtualenv",
+        "proxy-connect-timeout", "proxy-head-timeout", "trusted-proxy",
     }
 )
 #: Common uWSGI options that mean nothing to this gateway: kept silently, as uWSGI keeps
 #: unknown keys, and never taken for a typo of one of ours.
 UWSGI_KEYS = frozenset(
     {
-        "master", "socket", "http", "https", "uwsgi-socket", "shared-socket", "chdir",
+        "master", "socket", "http", "https", "uwsgi-socket", "shared-socket",
         "buffer-size", "socket-timeout", "harakiri", "vacuum", "die-on-term", "uid", "gid",
-        "env", "pidfile", "daemonize", "logto", "log-format", "disable-logging", "memory-report",
+        "pidfile", "daemonize", "logto", "log-format", "disable-logging", "memory-report",
         "max-requests", "reload-mercy", "enable-threads", "lazy-apps", "single-interpreter",
-        "need-app", "need-plugin", "need-plugins", "strict", "virtualenv", "home", "pythonpath",
+        "need-app", "need-plugin", "need-plugins", "strict",
         "stats", "listen-queue", "cheaper", "thunder-lock", "router-list",
         "routers-list", "static-safe", "static-index", "mimefile", "ini", "include",
         "post-buffering", "limit-as", "reload-on-rss", "touch-reload", "py-autoreload",
@@ -110,7 +110,7 @@ _RESPONSE_SIDE = ("response-route", "final-route", "collect-header", "pull-heade
 RESPONSE_SIDE_NOTE = (
     "response-side rules (response-route*, final-route*, collect-header, pull-header) only "
     "see the responses the gateway makes itself (404, static files, break/return/redirect, "
-    "401, streams) until an app is configured; wsgi-file/module are not supported yet"
+    "401, streams) until an app is configured (wsgi-file, module, wsgi, proxy or --wsgi/--proxy)"
 )
 
 
@@ -293,7 +293,8 @@ def parse_rules_text(
             errors.extend(exc.diagnostics)
         if key.startswith(_RESPONSE_SIDE) and not builder.noted_response_side:
             builder.noted_response_side = True
-            builder.warnings.append(Diagnostic("note", line.key_pos(), RESPONSE_SIDE_NOTE))
+            if not any(other.entry.key in APP_KEYS for other in lines):
+                builder.warnings.append(Diagnostic("note", line.key_pos(), RESPONSE_SIDE_NOTE))
     config = Config(
         path=filename,
         entries=tuple(line.entry for line in lines),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from twisted.python import usage
@@ -19,8 +19,9 @@ from .backends.upstream import (
 )
 from .backends.wsgi import DEFAULT_THREADS, AppSpec
 from .config import Config
-from .pubsub import DEFAULT_KEEPALIVE
+from .pubsub import DEFAULT_DRAIN, DEFAULT_KEEPALIVE, DEFAULT_MAX_MESSAGE
 from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
+from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
 
 #: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
 DEFAULT_LISTEN: Final = "tcp:9090"
@@ -108,6 +109,35 @@ class Options(usage.Options):
             "timeout. [default: 60]",
         ],
         [
+            "redis-outage-limit", None, None,
+            "Close the streams of a Redis server unreachable for this many seconds (they "
+            "wait for it otherwise). [default: off]",
+        ],
+        [
+            "drain", None, None,
+            "On shutdown, close the streams over this many seconds, each sse stream after a "
+            "retry: hint, so clients do not all come back at once. [default: 5]",
+        ],
+        [
+            "max-paused", None, None,
+            "Abort a stream whose client has read nothing for this many seconds while data "
+            "was waiting for it. [default: 30]",
+        ],
+        [
+            "max-queued", None, None,
+            "Abort a stream that has more than this many bytes waiting for a slow client. "
+            "[default: 1048576]",
+        ],
+        [
+            "max-message-size", None, None,
+            "Drop (and count) Redis messages larger than this many bytes. [default: 1048576]",
+        ],
+        [
+            "admin", None, None,
+            "Serve /metrics (Prometheus) and /health on this endpoint, e.g. "
+            "tcp:9091:interface=127.0.0.1. [default: off]",
+        ],
+        [
             "processes", None, None,
             "Gateway worker processes sharing the listening sockets, each with its own "
             "Redis subscriptions (use one per core). [default: 1]",
@@ -149,6 +179,62 @@ class Settings:
     processes: int
     app: AppSpec | None = None
     upstream: UpstreamSpec | None = None
+    limits: Limits = field(default_factory=lambda: Limits())
+    admin: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The bounds on streams and messages (defaults and their sources: pubsub.py, stream.py)."""
+
+    outage_limit: float | None = None
+    drain: float = DEFAULT_DRAIN
+    max_paused: float = DEFAULT_MAX_PAUSED
+    max_queued: int = DEFAULT_MAX_QUEUED
+    max_message_size: int = DEFAULT_MAX_MESSAGE
+
+    def as_argv(self) -> list[str]:
+        """The same limits as worker command-line arguments."""
+        out = ["--drain", str(self.drain), "--max-paused", str(self.max_paused),
+               "--max-queued", str(self.max_queued),
+               "--max-message-size", str(self.max_message_size)]
+        if self.outage_limit is not None:
+            out += ["--redis-outage-limit", str(self.outage_limit)]
+        return out
+
+
+def _number(name: str, text: str | None, default: float, whole: bool = False,
+            zero: bool = False) -> float:
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+        if value < 0 or (value == 0 and not zero):
+            raise ValueError
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        bound = ">= 0" if zero else "> 0"
+        raise ConfigurationError(f"{name} must be {kind} {bound}, got {text!r}") from None
+    return value
+
+
+def resolve_limits(options: Options, config: Config) -> Limits:
+    """The limits from the options and ini keys (the command line wins)."""
+
+    def get(key: str) -> str | None:
+        value = options[key] if key in options else None
+        return value or config.option(key)
+
+    outage = get("redis-outage-limit")
+    return Limits(
+        outage_limit=_number("redis-outage-limit", outage, 0) if outage else None,
+        drain=_number("drain", get("drain"), DEFAULT_DRAIN, zero=True),
+        max_paused=_number("max-paused", get("max-paused"), DEFAULT_MAX_PAUSED, zero=True),
+        max_queued=int(_number("max-queued", get("max-queued"), DEFAULT_MAX_QUEUED, True)),
+        max_message_size=int(_number(
+            "max-message-size", get("max-message-size"), DEFAULT_MAX_MESSAGE, True
+        )),
+    )
 
 
 def resolve_settings(options: Options, config: Config) -> Settings:
@@ -181,7 +267,15 @@ def resolve_settings(options: Options, config: Config) -> Settings:
         )
     if (app is not None or upstream is not None) and processes > 1:
         raise ConfigurationError("processes > 1 with an app or --proxy is not supported yet")
-    return Settings(redis, embedded, redis_text is None, keepalive, processes, app, upstream)
+    admin = options["admin"] or config.option("admin")
+    if admin and processes > 1:
+        raise ConfigurationError(
+            "--admin with processes > 1 is not supported yet (metrics are per process)"
+        )
+    return Settings(
+        redis, embedded, redis_text is None, keepalive, processes, app, upstream,
+        resolve_limits(options, config), admin or None,
+    )
 
 
 def _seconds(name: str, text: str | None, default: float) -> float:

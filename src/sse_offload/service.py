@@ -13,7 +13,7 @@ from twisted.web import server
 from .backends import Backend
 from .config import Config
 from .embedded_redis import EmbeddedRedis
-from .options import ConfigurationError
+from .options import ConfigurationError, Limits
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
 from .web import Gateway, GatewayResource
@@ -84,14 +84,26 @@ def build_gateway(
     reactor: object,
     implicit_default: bool = False,
     backend: Backend | None = None,
+    limits: Limits | None = None,
 ) -> GatewayParts:
     """Hub, gateway and site for ``config``; streams may use the default and literal servers.
 
     ``backend`` (an in-process app or an upstream) serves what no rule answers.
     """
-    hub = Hub(reactor, default_address, keepalive, implicit_default=implicit_default)  # type: ignore[arg-type]
+    limits = limits or Limits()
+    hub = Hub(
+        reactor,  # type: ignore[arg-type]
+        default_address,
+        keepalive,
+        implicit_default=implicit_default,
+        outage_limit=limits.outage_limit,
+        max_paused=limits.max_paused,
+        max_message_size=limits.max_message_size,
+        drain=limits.drain,
+    )
     gateway = Gateway(
-        config=config, hub=hub, default_address=default_address, backend=backend
+        config=config, hub=hub, default_address=default_address, backend=backend,
+        max_queued=limits.max_queued,
     )
     gateway.allow([default_address, *literal_addresses(config)])
     site = server.Site(GatewayResource(gateway))

@@ -114,7 +114,7 @@ def makeService(options: Options) -> service.MultiService:
     else:
         parts = build_gateway(
             config, settings.redis, settings.keepalive, reactor, settings.implicit_default,
-            backend,
+            backend, settings.limits,
         )
         if backend is not None:
             root.add(backend)  # before the listeners: its pool runs before a request comes
@@ -125,6 +125,10 @@ def makeService(options: Options) -> service.MultiService:
         root.add(parts.hub, after_redis=True)
         for description in listen:
             root.add(strports.service(description, parts.site))
+        if settings.admin:
+            from .admin import admin_site
+
+            root.add(strports.service(settings.admin, admin_site(parts.hub)))
     for spec in config.mules:
         root.add(Mule(spec.script, root.mule_environment, reactor), after_redis=True)
     return root

@@ -52,6 +52,11 @@ from .stream import DEFAULT_MAX_QUEUED, SSEStream
 if TYPE_CHECKING:
     from .backends import Backend
 
+#: Longest channel name a stream may ask for. Channels often come from URLs, and each
+#: distinct name costs a SUBSCRIBE and a hub entry; Centrifugo caps names at 255 bytes by
+#: default, we allow more for names built from several parts.
+MAX_CHANNEL_NAME: Final = 1024
+
 #: DESIGN §4.7: the head of a stream offloaded from the request chain.
 SSE_HEADERS: Final = (
     (b"Content-Type", b"text/event-stream"),
@@ -453,7 +458,18 @@ class GatewayResource(resource.Resource):
                 self.log.error("{rule}: {error}", rule=str(rule.pos), error=str(e))
                 on_head(request, state)
                 return _plain(request, 500, b"500 Internal Server Error\n")
+        if len(target.channel) > MAX_CHANNEL_NAME:
+            self.log.error(
+                "{rule}: channel name of {length} characters for {uri} is over the "
+                "{limit}-character limit",
+                rule=str(rule.pos), length=len(target.channel), uri=request.uri[:200],
+                limit=MAX_CHANNEL_NAME,
+            )
+            gateway.hub.stats["requests_bad_channel"] += 1
+            on_head(request, state)
+            return _plain(request, 400, b"400 Bad Request: channel name too long\n")
         if address.key not in gateway.allowed_servers:
+            gateway.hub.stats["requests_refused_server"] += 1
             # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
             # one the configuration names; the original let a query string pick any server.
             self.log.error(
@@ -477,11 +493,16 @@ class GatewayResource(resource.Resource):
         if request.method == b"HEAD":
             on_head(request, state)
             return b""  # DESIGN §4.7: HEAD gets the head and ends
-        stream = SSEStream(request, Mode(outcome.mode), gateway.max_queued)
+        stream = SSEStream(
+            request, Mode(outcome.mode), gateway.max_queued,
+            gap_event=target.gap == "event", watch=gateway.hub.watch,
+        )
         # After the stream took request.write for its own writes: the hook runs once, when
         # start() writes the head.
         on_head(request, state)
         channel = target.channel.encode("utf-8", "surrogateescape")
+        stream.channel = channel
+        gateway.hub.stats["requests_stream"] += 1
         stream.start()
         if not stream.closed:
             stream.on_close = gateway.hub.subscribe(address, channel, stream)

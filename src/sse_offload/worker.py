@@ -35,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--implicit-default", action="store_true")
     parser.add_argument("--fd", type=_fd, action="append", default=[])
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--drain", type=float, default=None)
+    parser.add_argument("--max-paused", type=float, default=None)
+    parser.add_argument("--max-queued", type=int, default=None)
+    parser.add_argument("--max-message-size", type=int, default=None)
+    parser.add_argument("--redis-outage-limit", type=float, default=None)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -49,12 +54,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
+    from .options import Limits
     from .redis_address import parse_address
     from .service import ConfigurationError, build_gateway
 
     try:
+        defaults = Limits()
+        limits = Limits(
+            outage_limit=args.redis_outage_limit,
+            drain=defaults.drain if args.drain is None else args.drain,
+            max_paused=defaults.max_paused if args.max_paused is None else args.max_paused,
+            max_queued=args.max_queued or defaults.max_queued,
+            max_message_size=args.max_message_size or defaults.max_message_size,
+        )
         parts = build_gateway(
-            config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default
+            config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,
+            limits=limits,
         )
     except ConfigurationError as e:
         sys.stderr.write(f"{e}\n")

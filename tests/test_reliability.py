@@ -1,0 +1,200 @@
+"""Production behaviour through the real gateway: limits, slow clients, drain, admin."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway_helpers import wait_numsub
+from redis_helpers import free_port, wait_for
+from sse_client import SSEClient
+
+RULES = """\
+    [uwsgi]
+    route = ^/clock sse:clock
+    route = ^/gapped sse:subscribe=clock,gap=event
+    route = ^/ch/(.*)$ sse:$1
+"""
+
+
+def stream(gw, path: str, **kwargs) -> SSEClient:
+    c = SSEClient(gw.port, path, **kwargs)
+    assert c.read_head() == 200, c.raw
+    return c
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _metric(body: bytes, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+def test_long_channel_names_are_refused(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address).start()
+    c = SSEClient(gw.port, "/ch/" + "a" * 1025)
+    assert c.read_head() == 400
+    c.close()
+    c = stream(gw, "/ch/" + "a" * 1024)
+    c.close()
+
+
+def test_gap_event_when_the_route_asks_for_it(gateway_factory, fresh_redis) -> None:
+    gw = gateway_factory(RULES, redis=fresh_redis.address).start()
+    c = stream(gw, "/gapped")
+    r = fresh_redis.client()
+    wait_numsub(r, "clock", 1)
+    r.close()
+    fresh_redis.restart()
+    c.read_until(lambda cl: b"event: gap\n" in cl.body, timeout=20, what="the gap event")
+    assert c.body.startswith(b"event: gap\ndata: ")
+    c.close()
+
+
+def test_admin_metrics_and_health(gateway_factory, fresh_redis) -> None:
+    admin_port = free_port()
+    gw = gateway_factory(
+        RULES, redis=fresh_redis.address,
+        args=("--admin", f"tcp:{admin_port}:interface=127.0.0.1"),
+    ).start()
+    base = f"http://127.0.0.1:{admin_port}"
+    wait_for(lambda: _get(base + "/health")[0] == 200, what="ready")
+    clients = [stream(gw, "/clock") for _ in range(3)]
+    r = fresh_redis.client()
+    wait_numsub(r, "clock", 1)
+    r.publish("clock", "1")
+    for c in clients:
+        c.read_events(1)
+    code, body = _get(base + "/metrics")
+    assert code == 200
+    assert _metric(body, "sse_offload_clients") == 3
+    assert _metric(body, "sse_offload_messages_delivered_total") == 3
+    assert _metric(body, "sse_offload_requests_total", outcome="stream") == 3
+    clients[0].close()
+    wait_for(lambda: _metric(_get(base + "/metrics")[1], "sse_offload_clients") == 2,
+             what="a client leaving to show")
+    assert _metric(_get(base + "/metrics")[1], "sse_offload_streams_closed_total",
+                   reason="client") == 1
+    r.close()
+    fresh_redis.stop()
+    wait_for(lambda: _get(base + "/health")[0] == 503, what="unready while Redis is down")
+    fresh_redis.start()
+    wait_for(lambda: _get(base + "/health")[0] == 200, timeout=20, what="ready again")
+    for c in clients[1:]:
+        c.close()
+
+
+def test_slow_clients_are_cut_off_and_the_others_keep_up(gateway_factory, redis_server,
+                                                         redis) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address,
+                         args=("--max-queued", "200000")).start()
+    stuck = []
+    for _ in range(50):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # never read: fills at once
+        s.connect(("127.0.0.1", gw.port))
+        s.sendall(b"GET /clock HTTP/1.1\r\nHost: x\r\n\r\n")
+        stuck.append(s)
+    normal = [stream(gw, "/clock") for _ in range(200)]
+    wait_numsub(redis, "clock", 1)
+    stop = threading.Event()
+    received = {id(c): 0 for c in normal}
+
+    def read_all() -> None:
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        for c in normal:
+            c.sock.setblocking(False)
+            sel.register(c.sock, selectors.EVENT_READ, c)
+        while not stop.is_set():
+            for key, _ in sel.select(0.1):
+                c = key.data
+                try:
+                    data = c.sock.recv(1 << 20)
+                except BlockingIOError:
+                    continue
+                c.feed(data)
+                received[id(c)] = c.body.count(b"\n\n")
+        sel.close()
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    payload = b"x" * 1024
+    sent = 0
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 8:
+            redis.publish("clock", payload)
+            sent += 1
+            time.sleep(max(0.0, start + sent / 500 - time.monotonic()))
+        wait_for(lambda: all(n >= sent for n in received.values()), timeout=20,
+                 what="every normal client to get every message")
+    finally:
+        stop.set()
+        reader.join()
+    closed = 0
+    for s in stuck:
+        s.setblocking(False)
+        try:
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    closed += 1
+                    break
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed += 1
+        s.close()
+    assert closed == 50, f"only {closed} of the 50 stuck clients were cut off"
+    rss_kib = int(next(line.split()[1] for line in open(f"/proc/{gw.proc.pid}/status")
+                       if line.startswith("VmRSS:")))
+    assert rss_kib < 300 * 1024, f"gateway RSS {rss_kib} KiB"
+    print(f"gateway RSS after the slow-client run: {rss_kib / 1024:.1f} MiB")
+    for c in normal:
+        c.close()
+
+
+def test_sigterm_drains_streams_with_retry_hints(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address, args=("--drain", "1")).start()
+    clients = [stream(gw, "/clock") for _ in range(500)]
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    status = gw.proc.wait(timeout=10)
+    assert time.monotonic() - t0 < 1 + 2
+    assert status in (0, -signal.SIGTERM)
+    for c in clients:
+        c.wait_closed()
+        assert c.body.startswith(b"retry: "), c.body[:50]
+        c.close()
+
+
+def test_sigterm_leaves_no_mule_or_redis_behind(gateway_factory, tmp_path) -> None:
+    mule = tmp_path / "sleeper.py"
+    mule.write_text("import time\nwhile True:\n    time.sleep(1)\n")
+    gw = gateway_factory(f"[uwsgi]\nmule = {mule}\nroute = ^/x sse:x\n", redis="embedded",
+                         args=("--drain", "0"))
+    gw.start()
+    wait_for(lambda: "mule" in gw.log() and "started" in gw.log(), what="the mule")
+    children = open(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read().split()
+    assert len(children) == 2  # redis-server and the mule
+    gw.stop()
+    for pid in map(int, children):
+        wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what=f"pid {pid} to exit")

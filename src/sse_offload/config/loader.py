@@ -84,6 +84,8 @@ SERVICE_KEYS = frozenset(
         # the app (in-process WSGI) and the upstream proxy
         *APP_KEYS, "callable", "threads", "chdir", "env", "pythonpath", "home", "virtualenv",
         "proxy-connect-timeout", "proxy-head-timeout", "trusted-proxy",
+        # limits and the admin listener
+        "admin", "drain", "max-paused", "max-queued", "max-message-size", "redis-outage-limit",
     }
 )
 #: Common uWSGI options that mean nothing to this gateway: kept silently, as uWSGI keeps

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet import task
 
 from sse_offload.admin import admin_site
 from sse_offload.pubsub import Hub
 from sse_offload.redis_address import parse_address
-from sse_offload.sse import GAP_COMMENT, Mode
-
-
-class Listener:
-    def __init__(self) -> None:
-        self.mode = Mode.SSE
-        self.chunked = False
-        self.wrote = False
-        self.gap = GAP_COMMENT
-        self.received: list[bytes] = []
-
-    def send(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def close(self) -> None:
-        pass
+from test_hub import RecordingListener, _until
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -42,16 +26,6 @@ def _samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     return out
 
 
-async def _until(predicate, timeout: float = 10.0) -> None:
-    from twisted.internet import reactor
-
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await task.deferLater(reactor, 0.02)
-    raise AssertionError("timed out")
-
-
 @pytest_twisted.ensureDeferred
 async def test_metrics_and_health_follow_the_hub(redis_server, redis):
     from twisted.internet import reactor
@@ -67,7 +41,7 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
         code, body = await _get(port.getHost().port, "/health")
         assert (code, body) == (200, b"ready\n")
 
-        listeners = [Listener() for _ in range(3)]
+        listeners = [RecordingListener() for _ in range(3)]
         removers = [hub.subscribe(address, b"m", x) for x in listeners]
         await _until(lambda: redis.numsub("m") == 1)
         redis.publish("m", "hello")

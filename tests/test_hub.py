@@ -11,6 +11,7 @@ from twisted.internet import task
 from sse_offload.pubsub import BACKOFF_MAX, Hub, backoff_delay
 from sse_offload.redis_address import parse_address
 from sse_offload.sse import GAP_COMMENT, Mode, http_chunk
+from twisted_helpers import eventually
 
 
 def _stop_on_clock(hub: Hub, clock: task.Clock) -> None:
@@ -41,13 +42,7 @@ class RecordingListener:
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:
-    from twisted.internet import reactor
-
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await task.deferLater(reactor, 0.02)
-    raise AssertionError("timed out")
+    await eventually(predicate, "the condition", timeout)
 
 
 @pytest_twisted.ensureDeferred

@@ -64,30 +64,23 @@ class HubCollector:
             c = CounterMetricFamily(f"sse_offload_{name}", doc)
             c.add_metric([], sum(h.stats[key] for h in hubs))
             yield c
-        closed = CounterMetricFamily(
-            "sse_offload_streams_closed", "Streams ended, by reason.", labels=["reason"]
-        )
-        reasons: dict[str, int] = {}
-        for hub in hubs:
-            for key, value in hub.stats.items():
-                if key.startswith("streams_closed_"):
-                    reason = key.removeprefix("streams_closed_")
-                    reasons[reason] = reasons.get(reason, 0) + value
-        for reason, value in sorted(reasons.items()):
-            closed.add_metric([reason], value)
-        yield closed
-        requests = CounterMetricFamily(
-            "sse_offload_requests", "Requests, by outcome.", labels=["outcome"]
-        )
-        outcomes: dict[str, int] = {}
-        for hub in hubs:
-            for key, value in hub.stats.items():
-                if key.startswith("requests_"):
-                    outcome = key.removeprefix("requests_")
-                    outcomes[outcome] = outcomes.get(outcome, 0) + value
-        for outcome, value in sorted(outcomes.items()):
-            requests.add_metric([outcome], value)
-        yield requests
+        yield _labelled(hubs, "streams_closed_", "sse_offload_streams_closed",
+                        "Streams ended, by reason.", "reason")
+        yield _labelled(hubs, "requests_", "sse_offload_requests",
+                        "Requests, by outcome.", "outcome")
+
+
+def _labelled(hubs: list[Hub], prefix: str, name: str, doc: str, label: str) -> Metric:
+    """One counter family from the ``prefix<label value>`` keys of the hubs' stats."""
+    totals: dict[str, int] = {}
+    for hub in hubs:
+        for key, value in hub.stats.items():
+            if key.startswith(prefix):
+                totals[key.removeprefix(prefix)] = totals.get(key.removeprefix(prefix), 0) + value
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value_label, value in sorted(totals.items()):
+        family.add_metric([value_label], value)
+    return family
 
 
 class _Metrics(resource.Resource):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rules_helpers import load
+from rules_helpers import APP_GOVERNED_INI, EXAMPLES_CLOCK_INI, README_INI, load
 from sse_offload.cli import check, main
 from sse_offload.config import RulesError, load_rules
 from sse_offload.config.loader import one_edit_apart
@@ -121,52 +121,9 @@ def test_at_file_reads_a_file_without_its_final_newline(tmp_path: Path) -> None:
 # Every config of the seed README (as completed in seed §7), verbatim; "..." is in the
 # README's own snippets and reads as a key without a value.
 README_CONFIGS = {
-    "routing": """\
-[uwsgi]
-; eventually use absolue path for the plugin if it is not in the current directory
-plugin = sse_offload
-; bind on http port 9090
-http-socket = :9090
-; run clock.pl as a mule
-mule = clock.pl
-; map requests to /clock to the html file
-static-map = /clock=clock.html
-; route requests to ^/whattimeisit to the sse engine subscribed to the 'clock' redis channel
-route = ^/whattimeisit sse:clock
-; enable 1 offload thread
-offload-threads = 1
-""",
-    "examples_clock": """\
-[uwsgi]
-plugin = sse_offload
-http-socket = :9090
-mule = examples/clock.pl
-static-map = /clock=examples/clock.html
-route = ^/whattimeisit sse:clock
-;wsgi-file = examples/clock.py
-;final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-offload-threads = 1
-""",
-    "app_governed": """\
-[uwsgi]
-plugin = python
-; eventually use absolue path for the plugin if it is not in the current directory
-plugin = sse_offload
-; bind on http port 9090
-http-socket = :9090
-; run clock.pl as a mule
-mule = clock.pl
-; map requests to /clock to the html file
-static-map = /clock=clock.html
-
-; load the wsgi app
-wsgi-file = clock.py
-
-; tell the routing engine to check for X-SSE-OFFLOAD variable
-final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-; enable 1 offload thread
-offload-threads = 1
-""",
+    "routing": README_INI,
+    "examples_clock": EXAMPLES_CLOCK_INI,
+    "app_governed": APP_GOVERNED_INI,
     "collect_type": """\
 [uwsgi]
 ; this will place the value of Content-Type in RESPONSE_TYPE variable

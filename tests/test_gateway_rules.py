@@ -17,6 +17,7 @@ from passlib.hash import apr_md5_crypt, bcrypt, ldap_sha1
 
 from gateway_helpers import wait_numsub
 from redis_helpers import wait_for
+from rules_helpers import README_INI
 from sse_client import SSEClient
 
 PERL_REDIS = pytest.mark.skipif(
@@ -25,21 +26,7 @@ PERL_REDIS = pytest.mark.skipif(
 )
 
 # The seed README's routing-driven ini, verbatim (seed §7.3).
-README_ROUTING_INI = """\
-[uwsgi]
-; eventually use absolue path for the plugin if it is not in the current directory
-plugin = sse_offload
-; bind on http port 9090
-http-socket = :9090
-; run clock.pl as a mule
-mule = clock.pl
-; map requests to /clock to the html file
-static-map = /clock=clock.html
-; route requests to ^/whattimeisit to the sse engine subscribed to the 'clock' redis channel
-route = ^/whattimeisit sse:clock
-; enable 1 offload thread
-offload-threads = 1
-"""
+README_ROUTING_INI = README_INI
 
 # The seed README's clock.pl, verbatim (seed §7.1).
 README_CLOCK_PL = """\

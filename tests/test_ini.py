@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rules_helpers import APP_GOVERNED_INI, EXAMPLES_CLOCK_INI, README_INI
 from sse_offload.config import (
     Config,
     IniEntry,
@@ -19,55 +20,6 @@ from sse_offload.config import (
     load_rules,
     parse_rules_text,
 )
-
-README_INI = """\
-[uwsgi]
-; eventually use absolue path for the plugin if it is not in the current directory
-plugin = sse_offload
-; bind on http port 9090
-http-socket = :9090
-; run clock.pl as a mule
-mule = clock.pl
-; map requests to /clock to the html file
-static-map = /clock=clock.html
-; route requests to ^/whattimeisit to the sse engine subscribed to the 'clock' redis channel
-route = ^/whattimeisit sse:clock
-; enable 1 offload thread
-offload-threads = 1
-"""
-
-EXAMPLES_CLOCK_INI = """\
-[uwsgi]
-plugin = sse_offload
-http-socket = :9090
-mule = examples/clock.pl
-static-map = /clock=examples/clock.html
-route = ^/whattimeisit sse:clock
-;wsgi-file = examples/clock.py
-;final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-offload-threads = 1
-"""
-
-APP_GOVERNED_INI = """\
-[uwsgi]
-plugin = python
-; eventually use absolue path for the plugin if it is not in the current directory
-plugin = sse_offload
-; bind on http port 9090
-http-socket = :9090
-; run clock.pl as a mule
-mule = clock.pl
-; map requests to /clock to the html file
-static-map = /clock=clock.html
-
-; load the wsgi app
-wsgi-file = clock.py
-
-; tell the routing engine to check for X-SSE-OFFLOAD variable
-final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}
-; enable 1 offload thread
-offload-threads = 1
-"""
 
 
 def load(text: str, environ: dict[str, str] | None = None, name: str = "rules/x.ini") -> Config:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sse_offload.routing.expand import c_atoi
+
 #: The plugin's default read size (SO:sse.c); DESIGN §4.10 accepts it and never caps messages.
 DEFAULT_BUFFER_SIZE = 4096
-_C_SPACE = " \t\n\v\f\r"
 
 
 def parse_kvlist(text: str) -> dict[str, str]:
@@ -65,18 +66,6 @@ class SseTarget:
     gap: str | None = None  # after a Redis outage: "comment" (default) or "event"
 
 
-def _atoi(text: str) -> int:
-    digits = text.lstrip(_C_SPACE)
-    sign = 1
-    if digits[:1] in ("+", "-"):
-        sign = -1 if digits[0] == "-" else 1
-        digits = digits[1:]
-    end = 0
-    while end < len(digits) and "0" <= digits[end] <= "9":
-        end += 1
-    return sign * int(digits[:end]) if end else 0
-
-
 def parse_sse_arg(expanded: str) -> SseTarget:
     """Interpret an expanded ``sse:``/``sseraw:`` argument.
 
@@ -87,7 +76,7 @@ def parse_sse_arg(expanded: str) -> SseTarget:
     if "=" not in expanded:
         return SseTarget(expanded, None, DEFAULT_BUFFER_SIZE)
     items = parse_kvlist(expanded)
-    size = _atoi(items.get("buffer_size", ""))
+    size = c_atoi(items.get("buffer_size", ""))
     # A negative size wraps to a huge unsigned one in the original; it is ignored anyway.
     return SseTarget(
         items.get("subscribe"),

@@ -198,3 +198,43 @@ def test_sigterm_leaves_no_mule_or_redis_behind(gateway_factory, tmp_path) -> No
     gw.stop()
     for pid in map(int, children):
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), what=f"pid {pid} to exit")
+
+
+def test_max_clients(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address, args=("--max-clients", "100"))
+    gw.start()
+    clients = [stream(gw, "/clock") for _ in range(100)]
+    full = SSEClient(gw.port, "/clock")  # Accept: text/event-stream
+    assert full.read_head() == 200
+    full.read_until(lambda c: c.body.endswith(b"\n\n"), what="the retry hint")
+    assert full.body.startswith(b"retry: ")
+    # the response ends there (its length is given), so the EventSource comes back later
+    assert full.header("Content-Length") == str(len(full.body))
+    full.close()
+    plain = SSEClient(gw.port, "/clock", headers={"Accept": "*/*"})
+    assert plain.read_head() == 503
+    assert plain.header("Retry-After") == "5"
+    plain.close()
+    clients.pop().close()
+
+    def room() -> bool:
+        c = SSEClient(gw.port, "/clock", headers={"Accept": "*/*"})
+        if c.read_head() == 200:
+            clients.append(c)
+            return True
+        c.close()
+        return False
+
+    wait_for(room, what="room for a new stream once one left")
+    for c in clients:
+        c.close()
+
+
+def test_max_clients_per_ip(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address,
+                         args=("--max-clients-per-ip", "2")).start()
+    a, b = stream(gw, "/clock"), stream(gw, "/clock")
+    third = SSEClient(gw.port, "/clock", headers={"Accept": "*/*"})
+    assert third.read_head() == 503
+    for c in (a, b, third):
+        c.close()

@@ -133,6 +133,15 @@ class Options(usage.Options):
             "Drop (and count) Redis messages larger than this many bytes. [default: 1048576]",
         ],
         [
+            "max-clients", None, None,
+            "Open streams the gateway accepts; beyond it an EventSource gets 200 with a "
+            "retry: hint and the end, other clients 503. 0: no limit. [default: 0]",
+        ],
+        [
+            "max-clients-per-ip", None, None,
+            "Open streams one client address may hold (0: no limit). [default: 0]",
+        ],
+        [
             "admin", None, None,
             "Serve /metrics (Prometheus) and /health on this endpoint, e.g. "
             "tcp:9091:interface=127.0.0.1. [default: off]",
@@ -192,12 +201,17 @@ class Limits:
     max_paused: float = DEFAULT_MAX_PAUSED
     max_queued: int = DEFAULT_MAX_QUEUED
     max_message_size: int = DEFAULT_MAX_MESSAGE
+    max_clients: int = 0
+    max_clients_per_ip: int = 0
 
-    def as_argv(self) -> list[str]:
-        """The same limits as worker command-line arguments."""
+    def as_argv(self, workers: int = 1) -> list[str]:
+        """The same limits as worker command-line arguments (client caps shared out)."""
+        share = -(-self.max_clients // workers)
         out = ["--drain", str(self.drain), "--max-paused", str(self.max_paused),
                "--max-queued", str(self.max_queued),
-               "--max-message-size", str(self.max_message_size)]
+               "--max-message-size", str(self.max_message_size),
+               "--max-clients", str(share),
+               "--max-clients-per-ip", str(self.max_clients_per_ip)]
         if self.outage_limit is not None:
             out += ["--redis-outage-limit", str(self.outage_limit)]
         return out
@@ -234,6 +248,10 @@ def resolve_limits(options: Options, config: Config) -> Limits:
         max_message_size=int(_number(
             "max-message-size", get("max-message-size"), DEFAULT_MAX_MESSAGE, True
         )),
+        max_clients=int(_number("max-clients", get("max-clients"), 0, True, zero=True)),
+        max_clients_per_ip=int(
+            _number("max-clients-per-ip", get("max-clients-per-ip"), 0, True, zero=True)
+        ),
     )
 
 

@@ -104,6 +104,8 @@ def build_gateway(
     gateway = Gateway(
         config=config, hub=hub, default_address=default_address, backend=backend,
         max_queued=limits.max_queued,
+        max_clients=limits.max_clients,
+        max_clients_per_ip=limits.max_clients_per_ip,
     )
     gateway.allow([default_address, *literal_addresses(config)])
     site = server.Site(GatewayResource(gateway))

@@ -11,6 +11,7 @@ response-side chains are ignored for the responses the gateway makes itself (doc
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -51,6 +52,10 @@ from .stream import DEFAULT_MAX_QUEUED, SSEStream
 
 if TYPE_CHECKING:
     from .backends import Backend
+
+#: When the gateway is full: an EventSource is told to come back after 5 to 15 s (the
+#: browsers' own default retry is 3 s; spreading the comebacks avoids a thundering herd).
+RETRY_FULL_MS: Final = 5000
 
 #: Longest channel name a stream may ask for. Channels often come from URLs, and each
 #: distinct name costs a SUBSCRIBE and a hub entry; Centrifugo caps names at 255 bytes by
@@ -156,9 +161,38 @@ class Gateway:
     verifier: Verifier | None = None
     run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] = _run_in_thread
     backend: Backend | None = None
+    #: Open streams this process accepts (0: no limit), in all and per client address.
+    max_clients: int = 0
+    max_clients_per_ip: int = 0
+    open_streams: int = 0
+    streams_by_ip: dict[str, int] = field(default_factory=dict)
 
     def allow(self, addresses: Iterable[RedisAddress]) -> None:
         self.allowed_servers.update(a.key for a in addresses)
+
+    def has_room(self, ip: str) -> bool:
+        """May another stream open, for a client at ``ip``?"""
+        if self.max_clients and self.open_streams >= self.max_clients:
+            return False
+        return not (
+            self.max_clients_per_ip
+            and self.streams_by_ip.get(ip, 0) >= self.max_clients_per_ip
+        )
+
+    def stream_opened(self, ip: str) -> Callable[[], None]:
+        """Count a stream; returns the function that uncounts it."""
+        self.open_streams += 1
+        self.streams_by_ip[ip] = self.streams_by_ip.get(ip, 0) + 1
+
+        def closed() -> None:
+            self.open_streams -= 1
+            left = self.streams_by_ip[ip] - 1
+            if left:
+                self.streams_by_ip[ip] = left
+            else:
+                del self.streams_by_ip[ip]
+
+        return closed
 
     def response_side(self) -> bool:
         """Does anything in the rules look at, or change, the responses?"""
@@ -478,6 +512,9 @@ class GatewayResource(resource.Resource):
             )
             on_head(request, state)
             return _plain(request, 403, b"403 Forbidden\n")
+        ip = str(getattr(request.getClientAddress(), "host", ""))
+        if not gateway.has_room(ip):
+            return self._full(request, state, on_head)
         state.streaming = True
         if head is None:
             for name, value in SSE_HEADERS:
@@ -505,5 +542,34 @@ class GatewayResource(resource.Resource):
         gateway.hub.stats["requests_stream"] += 1
         stream.start()
         if not stream.closed:
-            stream.on_close = gateway.hub.subscribe(address, channel, stream)
+            unsubscribe = gateway.hub.subscribe(address, channel, stream)
+            uncount = gateway.stream_opened(ip)
+
+            def on_close() -> None:
+                unsubscribe()
+                uncount()
+
+            stream.on_close = on_close
         return server.NOT_DONE_YET
+
+    def _full(
+        self, request: Request, state: RequestState, on_head: Callable[..., None]
+    ) -> bytes:
+        """No room for another stream. An EventSource never reconnects after a non-200, so it
+        gets 200, a ``retry:`` hint of its own (spreading the comebacks) and the end; any
+        other client 503 with Retry-After."""
+        self.gateway.hub.stats["requests_over_capacity"] += 1
+        self.log.warn(
+            "no room for another stream ({open} open): {uri} from {peer}",
+            open=self.gateway.open_streams, uri=request.uri[:200],
+            peer=getattr(request.getClientAddress(), "host", "?"),
+        )
+        on_head(request, state)
+        accept = request.getHeader(b"accept") or b""
+        if b"text/event-stream" in accept:
+            request.setResponseCode(200)
+            for name, value in SSE_HEADERS:
+                request.setHeader(name, value)
+            return b"retry: %d\n\n" % random.randint(RETRY_FULL_MS, 3 * RETRY_FULL_MS)
+        request.setHeader(b"Retry-After", b"%d" % (RETRY_FULL_MS // 1000))
+        return _plain(request, 503, b"503 Service Unavailable: too many streams\n")

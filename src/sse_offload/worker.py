@@ -40,6 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-queued", type=int, default=None)
     parser.add_argument("--max-message-size", type=int, default=None)
     parser.add_argument("--redis-outage-limit", type=float, default=None)
+    parser.add_argument("--max-clients", type=int, default=0)
+    parser.add_argument("--max-clients-per-ip", type=int, default=0)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_paused=defaults.max_paused if args.max_paused is None else args.max_paused,
             max_queued=args.max_queued or defaults.max_queued,
             max_message_size=args.max_message_size or defaults.max_message_size,
+            max_clients=args.max_clients,
+            max_clients_per_ip=args.max_clients_per_ip,
         )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,

@@ -160,7 +160,7 @@ class WorkerPool(service.MultiService):
             args = [
                 sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
-                "--index", str(index), *fd_args, *s.limits.as_argv(),
+                "--index", str(index), *fd_args, *s.limits.as_argv(s.processes),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args
 

@@ -92,3 +92,18 @@ def test_processes_need_an_endpoint_the_master_can_open(gateway_factory, redis_s
     status, output = gw.run_to_exit()
     assert status != 0
     assert "--processes needs tcp:, tcp6: or unix: listen endpoints" in output
+
+
+def test_sighup_reaches_every_worker(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/x sse:x\n", redis=redis_server.address, args=("--processes", "2"),
+    ).start()
+    wait_for(lambda: gw.log().count("serving") == 2, what="two workers serving")
+    gw.rules_path.write_text("[uwsgi]\nroute = ^/x sse:x\nroute = ^/new sse:new\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: gw.log().count("applied to new requests") == 3,
+             what="the master and both workers to reload")
+    for _ in range(20):  # spread over both workers by the kernel
+        c = SSEClient(gw.port, "/new")
+        assert c.read_head() == 200
+        c.close()

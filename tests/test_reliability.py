@@ -280,3 +280,30 @@ def test_max_clients_per_ip(gateway_factory, redis_server) -> None:
     assert third.read_head() == 503
     for c in (a, b, third):
         c.close()
+
+
+def test_sighup_reloads_the_rules_and_keeps_open_streams(gateway_factory, redis_server,
+                                                         redis) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address).start()
+    old = stream(gw, "/clock")
+    gw.rules_path.write_text("[uwsgi]\nroute = ^/clock sse:clock\nroute = ^/new sse:fresh\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_log("reload: ")
+    new = stream(gw, "/new")
+    wait_numsub(redis, "fresh", 1)
+    redis.publish("fresh", "f")
+    assert new.read_events(1) == ["f"]
+    wait_numsub(redis, "clock", 1)
+    redis.publish("clock", "c")
+    assert old.read_events(1) == ["c"], "an open stream goes on after a reload"
+    gone = SSEClient(gw.port, "/gapped")  # no longer routed
+    assert gone.read_head() == 404
+    gone.close()
+
+    gw.rules_path.write_text("[uwsgi]\nroute = ^/x\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    log = gw.wait_log("the rules in force stay")
+    assert f"{gw.rules_path}:2:" in log
+    still = stream(gw, "/new")  # the previous rules are still in force
+    for c in (old, new, still):
+        c.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -11,7 +12,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from .backends import Backend
-from .config import Config
+from .config import Config, RulesError, load_rules
 from .embedded_redis import EmbeddedRedis
 from .options import ConfigurationError, Limits
 from .pubsub import Hub
@@ -55,6 +56,29 @@ def tune_garbage_collector() -> None:
 
 #: Allocations between young collections (CPython's default: 700).
 GC_THRESHOLD_0 = 50_000
+
+
+#: Keys read only at start-up.
+RESTART_KEYS = (
+    "listen", "http-socket", "redis", "mule", "processes", "wsgi", "wsgi-file", "module",
+    "callable", "proxy", "threads", "admin",
+)
+
+
+def apply_rules(gateway: Gateway, config: Config) -> None:
+    """Put ``config`` in force for new requests (servers: the default and the literal ones)."""
+    allowed = {gateway.default_address.key, *(a.key for a in literal_addresses(config))}
+    gateway.config = config
+    gateway.allowed_servers = allowed
+
+
+def install_reload_handler(reload: Callable[[], None]) -> None:
+    """SIGHUP calls ``reload`` in the reactor thread."""
+    import signal
+
+    from twisted.internet import reactor
+
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
 
 
 def literal_addresses(config: Config) -> list[RedisAddress]:
@@ -125,6 +149,34 @@ class GatewayService(service.MultiService):
         self.parts: GatewayParts | None = None  # single-process mode
         self.redis_address: RedisAddress | None = None
         self._after_redis: list[service.IService] = []
+        self.rules_path: str | None = None
+        self.config: Config | None = None
+        self.pool: service.IService | None = None  # --processes N
+
+    def reload(self) -> None:
+        """SIGHUP: read the rules again; new requests follow them, open streams go on.
+
+        A file with errors is reported (file:line:col) and the rules in force stay. Keys that
+        cannot change while running are reported as needing a restart.
+        """
+        assert self.rules_path is not None
+        try:
+            config = load_rules(self.rules_path)
+            if self.parts is not None:
+                apply_rules(self.parts.gateway, config)
+        except (RulesError, ConfigurationError) as e:
+            log.error("reload: {path} not applied, the rules in force stay:\n{error}",
+                      path=self.rules_path, error=str(e))
+            return
+        if self.config is not None:
+            changed = [k for k in RESTART_KEYS if self.config.values(k) != config.values(k)]
+            for key in changed:
+                log.warn("reload: {key} changed in {path}; it takes effect after a restart",
+                         key=key, path=self.rules_path)
+        self.config = config
+        if self.pool is not None:
+            self.pool.signal_workers("HUP")  # type: ignore[attr-defined]
+        log.info("reload: {path} applied to new requests", path=self.rules_path)
 
     def add(self, child: service.IService, after_redis: bool = False) -> None:
         """Add a child; ``after_redis`` ones start once an embedded Redis answers."""
@@ -136,6 +188,8 @@ class GatewayService(service.MultiService):
         service.Service.startService(self)
         raise_open_file_limit()
         tune_garbage_collector()
+        if self.rules_path is not None:
+            install_reload_handler(self.reload)
         waiting: list[service.IService] = []
         for child in self:
             if self.embedded is not None and child in self._after_redis:

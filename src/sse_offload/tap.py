@@ -101,6 +101,8 @@ def makeService(options: Options) -> service.MultiService:
 
     root = GatewayService(embedded)
     root.redis_address = settings.redis
+    root.rules_path = options["rules"]
+    root.config = config
     if embedded is not None:
         root.add(embedded)
     if settings.processes > 1:
@@ -111,6 +113,7 @@ def makeService(options: Options) -> service.MultiService:
         except ConfigurationError as e:
             _fail(str(e))
         root.add(pool, after_redis=True)
+        root.pool = pool
     else:
         parts = build_gateway(
             config, settings.redis, settings.keepalive, reactor, settings.implicit_default,

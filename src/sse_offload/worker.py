@@ -82,6 +82,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         reactor.adoptStreamPort(fd, family, parts.site)
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
+
+    def reload() -> None:
+        from .config import RulesError, load_rules
+        from .service import apply_rules
+
+        try:
+            apply_rules(parts.gateway, load_rules(args.rules))
+        except (RulesError, ConfigurationError) as e:
+            log.error("reload: not applied, the rules in force stay:\n{error}", error=str(e))
+            return
+        log.info("reload: {path} applied to new requests", path=args.rules)
+
+    from .service import install_reload_handler
+
+    install_reload_handler(reload)
     reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)
     log.info("worker {index} (pid {pid}) serving", index=args.index, pid=os.getpid())
     reactor.run()

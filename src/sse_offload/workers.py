@@ -166,6 +166,11 @@ class WorkerPool(service.MultiService):
 
         return argv
 
+    def signal_workers(self, name: str) -> None:
+        """Send signal ``name`` (e.g. "HUP") to every running worker."""
+        for worker in self:
+            worker._signal(name)  # type: ignore[attr-defined]
+
     def stopService(self) -> Deferred[object]:
         d: Deferred[object] = super().stopService()
         d.addBoth(self._close_sockets)

@@ -307,3 +307,32 @@ def test_sighup_reloads_the_rules_and_keeps_open_streams(gateway_factory, redis_
     still = stream(gw, "/new")  # the previous rules are still in force
     for c in (old, new, still):
         c.close()
+
+
+def test_a_request_head_sent_too_slowly_is_cut_off(gateway_factory, redis_server) -> None:
+    from sse_offload.channel import HEADER_DEADLINE
+
+    gw = gateway_factory(RULES, redis=redis_server.address).start()
+    slow = socket.create_connection(("127.0.0.1", gw.port), timeout=HEADER_DEADLINE + 15)
+    slow.sendall(b"GET /clock HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    deadline = t0 + HEADER_DEADLINE + 10
+    closed = False
+    while time.monotonic() < deadline and not closed:
+        try:
+            slow.sendall(b"X-Drip: 1\r\n")  # a header line now and then: the idle timeout resets
+        except OSError:
+            closed = True
+            break
+        try:
+            slow.settimeout(2)
+            closed = slow.recv(100) == b""
+        except TimeoutError:
+            pass
+        except OSError:
+            closed = True
+    assert closed, "the slow client was never cut off"
+    assert HEADER_DEADLINE - 1 < time.monotonic() - t0 < HEADER_DEADLINE + 5
+    slow.close()
+    ok = stream(gw, "/clock")  # an ordinary client is unaffected
+    ok.close()

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from .backends import Backend
+from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
 from .embedded_redis import EmbeddedRedis
 from .options import ConfigurationError, Limits
@@ -133,6 +134,7 @@ def build_gateway(
     )
     gateway.allow([default_address, *literal_addresses(config)])
     site = server.Site(GatewayResource(gateway))
+    site.protocol = deadline_channel_factory  # type: ignore[assignment]
     return GatewayParts(hub, gateway, site)
 
 

@@ -1,0 +1,71 @@
+"""The HTTP channel of the gateway's site: twisted.web's, plus a deadline for request heads.
+
+twisted.web's idle timeout (60 s) starts again with every byte, so a client that sends its
+request head one byte a minute (slowloris) holds a connection for ever. Here a request head
+must be complete within ``HEADER_DEADLINE`` of the connection (or of the previous response on
+a kept-alive connection); one timer per connection, cancelled as soon as the head is in, so
+an open stream holds no timer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from twisted.internet.base import DelayedCall
+from twisted.logger import Logger
+from twisted.web import http
+
+#: Seconds a client has to send a whole request head. nginx's client_header_timeout is 60 s;
+#: a browser sends its head in one packet, so 20 s leaves any honest client ample room.
+HEADER_DEADLINE: Final = 20.0
+
+
+class DeadlineHTTPChannel(http.HTTPChannel):
+    """HTTPChannel with a deadline on reading each request head."""
+
+    log = Logger()
+    header_deadline: float = HEADER_DEADLINE
+    _head_call: DelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def allHeadersReceived(self) -> None:
+        self._disarm()
+        super().allHeadersReceived()
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self.transport is not None and not self.transport.disconnecting:
+            self._arm()  # the next request on a kept-alive connection gets its own deadline
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        from twisted.internet import reactor
+
+        self._disarm()
+        self._head_call = reactor.callLater(self.header_deadline, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._head_call is not None and self._head_call.active():
+            self._head_call.cancel()
+        self._head_call = None
+
+    def _too_slow(self) -> None:
+        self._head_call = None
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.log.info(
+            "closing {peer}: no complete request head within {deadline:g}s",
+            peer=getattr(peer, "host", peer), deadline=self.header_deadline,
+        )
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+
+def deadline_channel_factory() -> Any:
+    """``Site.protocol``: twisted.web's HTTP/1.1-or-h2 wrapper around our channel."""
+    return http._GenericHTTPChannelProtocol(DeadlineHTTPChannel())

@@ -322,3 +322,25 @@ def test_200mb_upload_with_bounded_memory(
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert answer.endswith(b"%d" % BIG)
     assert growth < RSS_BUDGET
+
+
+def test_request_smuggling_is_refused(gateway_factory, redis_server, bulk_upstream) -> None:
+    """Both Content-Length and Transfer-Encoding: the request is refused, never forwarded."""
+    import socket as socket_module
+
+    gw = gateway_factory("[uwsgi]\n", redis=redis_server.address,
+                         args=("--proxy", bulk_upstream.url)).start()
+    s = socket_module.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.sendall(
+        b"POST /headers HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sse_offload.options import DEFAULT_BACKLOG, http_socket_endpoint, with_backlog
+from sse_offload.options import (
+    DEFAULT_BACKLOG,
+    admin_endpoint,
+    http_socket_endpoint,
+    with_backlog,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,3 +36,16 @@ def test_backlog_added_unless_given() -> None:
     assert with_backlog("unix:/x.sock") == f"unix:/x.sock:backlog={DEFAULT_BACKLOG}"
     assert with_backlog("tcp:9090:backlog=5") == "tcp:9090:backlog=5"
     assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"
+
+
+@pytest.mark.parametrize(
+    ("given", "endpoint"),
+    [
+        ("9091", "tcp:9091:interface=127.0.0.1"),
+        ("tcp:9091", "tcp:9091:interface=127.0.0.1"),
+        ("tcp:9091:interface=0.0.0.0", "tcp:9091:interface=0.0.0.0"),
+        ("unix:/run/admin.sock", "unix:/run/admin.sock"),
+    ],
+)
+def test_admin_listener_binds_to_loopback_unless_told(given: str, endpoint: str) -> None:
+    assert admin_endpoint(given) == endpoint

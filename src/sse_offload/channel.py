@@ -9,6 +9,7 @@ an open stream holds no timer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.internet.base import DelayedCall
@@ -66,6 +67,12 @@ class DeadlineHTTPChannel(http.HTTPChannel):
             self.transport.abortConnection()
 
 
-def deadline_channel_factory() -> Any:
-    """``Site.protocol``: twisted.web's HTTP/1.1-or-h2 wrapper around our channel."""
-    return http._GenericHTTPChannelProtocol(DeadlineHTTPChannel())
+def deadline_channel_factory(deadline: float = HEADER_DEADLINE) -> Callable[[], Any]:
+    """A ``Site.protocol``: twisted.web's HTTP/1.1-or-h2 wrapper around our channel."""
+
+    def build() -> Any:
+        channel = DeadlineHTTPChannel()
+        channel.header_deadline = deadline
+        return http._GenericHTTPChannelProtocol(channel)
+
+    return build

@@ -18,10 +18,12 @@ from .backends.upstream import (
     parse_upstream,
 )
 from .backends.wsgi import DEFAULT_THREADS, AppSpec
+from .channel import HEADER_DEADLINE
 from .config import Config
 from .pubsub import DEFAULT_DRAIN, DEFAULT_KEEPALIVE, DEFAULT_MAX_MESSAGE
 from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
 from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
+from .web import MAX_CHANNEL_NAME
 
 #: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
 DEFAULT_LISTEN: Final = "tcp:9090"
@@ -142,6 +144,14 @@ class Options(usage.Options):
             "Open streams one client address may hold (0: no limit). [default: 0]",
         ],
         [
+            "header-timeout", None, None,
+            "Seconds a client has to send a whole request head (slowloris). [default: 20]",
+        ],
+        [
+            "max-channel-length", None, None,
+            "Longest channel name a stream may ask for, in characters. [default: 1024]",
+        ],
+        [
             "admin", None, None,
             "Serve /metrics (Prometheus) and /health on this endpoint, e.g. "
             "tcp:9091:interface=127.0.0.1. [default: off]",
@@ -203,6 +213,8 @@ class Limits:
     max_message_size: int = DEFAULT_MAX_MESSAGE
     max_clients: int = 0
     max_clients_per_ip: int = 0
+    header_timeout: float = HEADER_DEADLINE
+    max_channel_length: int = MAX_CHANNEL_NAME
 
     def as_argv(self, workers: int = 1) -> list[str]:
         """The same limits as worker command-line arguments (client caps shared out)."""
@@ -211,7 +223,9 @@ class Limits:
                "--max-queued", str(self.max_queued),
                "--max-message-size", str(self.max_message_size),
                "--max-clients", str(share),
-               "--max-clients-per-ip", str(self.max_clients_per_ip)]
+               "--max-clients-per-ip", str(self.max_clients_per_ip),
+               "--header-timeout", str(self.header_timeout),
+               "--max-channel-length", str(self.max_channel_length)]
         if self.outage_limit is not None:
             out += ["--redis-outage-limit", str(self.outage_limit)]
         return out
@@ -230,6 +244,18 @@ def _number(name: str, text: str | None, default: float, whole: bool = False,
         bound = ">= 0" if zero else "> 0"
         raise ConfigurationError(f"{name} must be {kind} {bound}, got {text!r}") from None
     return value
+
+
+def admin_endpoint(description: str | None) -> str | None:
+    """The admin listener binds to loopback unless the endpoint names an interface."""
+    if not description:
+        return None
+    if description.isdigit():
+        description = f"tcp:{description}"
+    if description.split(":", 1)[0] in ("tcp", "tcp6") and "interface=" not in description:
+        loopback = "\\:\\:1" if description.startswith("tcp6") else "127.0.0.1"
+        description += f":interface={loopback}"
+    return description
 
 
 def resolve_limits(options: Options, config: Config) -> Limits:
@@ -251,6 +277,10 @@ def resolve_limits(options: Options, config: Config) -> Limits:
         max_clients=int(_number("max-clients", get("max-clients"), 0, True, zero=True)),
         max_clients_per_ip=int(
             _number("max-clients-per-ip", get("max-clients-per-ip"), 0, True, zero=True)
+        ),
+        header_timeout=_number("header-timeout", get("header-timeout"), HEADER_DEADLINE),
+        max_channel_length=int(
+            _number("max-channel-length", get("max-channel-length"), MAX_CHANNEL_NAME, True)
         ),
     )
 
@@ -285,7 +315,7 @@ def resolve_settings(options: Options, config: Config) -> Settings:
         )
     if (app is not None or upstream is not None) and processes > 1:
         raise ConfigurationError("processes > 1 with an app or --proxy is not supported yet")
-    admin = options["admin"] or config.option("admin")
+    admin = admin_endpoint(options["admin"] or config.option("admin"))
     if admin and processes > 1:
         raise ConfigurationError(
             "--admin with processes > 1 is not supported yet (metrics are per process)"

@@ -131,10 +131,11 @@ def build_gateway(
         max_queued=limits.max_queued,
         max_clients=limits.max_clients,
         max_clients_per_ip=limits.max_clients_per_ip,
+        max_channel_length=limits.max_channel_length,
     )
     gateway.allow([default_address, *literal_addresses(config)])
     site = server.Site(GatewayResource(gateway))
-    site.protocol = deadline_channel_factory  # type: ignore[assignment]
+    site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[assignment]
     return GatewayParts(hub, gateway, site)
 
 

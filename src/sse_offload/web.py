@@ -164,6 +164,7 @@ class Gateway:
     #: Open streams this process accepts (0: no limit), in all and per client address.
     max_clients: int = 0
     max_clients_per_ip: int = 0
+    max_channel_length: int = MAX_CHANNEL_NAME
     open_streams: int = 0
     streams_by_ip: dict[str, int] = field(default_factory=dict)
 
@@ -492,12 +493,12 @@ class GatewayResource(resource.Resource):
                 self.log.error("{rule}: {error}", rule=str(rule.pos), error=str(e))
                 on_head(request, state)
                 return _plain(request, 500, b"500 Internal Server Error\n")
-        if len(target.channel) > MAX_CHANNEL_NAME:
+        if len(target.channel) > gateway.max_channel_length:
             self.log.error(
                 "{rule}: channel name of {length} characters for {uri} is over the "
                 "{limit}-character limit",
                 rule=str(rule.pos), length=len(target.channel), uri=request.uri[:200],
-                limit=MAX_CHANNEL_NAME,
+                limit=gateway.max_channel_length,
             )
             gateway.hub.stats["requests_bad_channel"] += 1
             on_head(request, state)

@@ -42,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redis-outage-limit", type=float, default=None)
     parser.add_argument("--max-clients", type=int, default=0)
     parser.add_argument("--max-clients-per-ip", type=int, default=0)
+    parser.add_argument("--header-timeout", type=float, default=None)
+    parser.add_argument("--max-channel-length", type=int, default=None)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -70,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_message_size=args.max_message_size or defaults.max_message_size,
             max_clients=args.max_clients,
             max_clients_per_ip=args.max_clients_per_ip,
+            header_timeout=args.header_timeout or defaults.header_timeout,
+            max_channel_length=args.max_channel_length or defaults.max_channel_length,
         )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,

@@ -86,7 +86,7 @@ SERVICE_KEYS = frozenset(
         "proxy-connect-timeout", "proxy-head-timeout", "trusted-proxy",
         # limits and the admin listener
         "admin", "drain", "max-paused", "max-queued", "max-message-size", "redis-outage-limit",
-        "max-clients", "max-clients-per-ip",
+        "max-clients", "max-clients-per-ip", "header-timeout", "max-channel-length",
     }
 )
 #: Common uWSGI options that mean nothing to this gateway: kept silently, as uWSGI keeps

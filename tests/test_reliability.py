@@ -85,6 +85,12 @@ def test_admin_metrics_and_health(gateway_factory, fresh_redis) -> None:
     assert _metric(body, "sse_offload_clients") == 3
     assert _metric(body, "sse_offload_messages_delivered_total") == 3
     assert _metric(body, "sse_offload_requests_total", outcome="stream") == 3
+    assert _metric(body, "sse_offload_requests_total", outcome="offload") == 3
+    nothing = SSEClient(gw.port, "/nothing")
+    assert nothing.read_head() == 404
+    nothing.close()
+    assert _metric(_get(base + "/metrics")[1], "sse_offload_requests_total",
+                   outcome="continue") == 1
     clients[0].close()
     wait_for(lambda: _metric(_get(base + "/metrics")[1], "sse_offload_clients") == 2,
              what="a client leaving to show")
@@ -336,3 +342,16 @@ def test_a_request_head_sent_too_slowly_is_cut_off(gateway_factory, redis_server
     slow.close()
     ok = stream(gw, "/clock")  # an ordinary client is unaffected
     ok.close()
+
+
+def test_a_ten_mebibyte_message_is_dropped_and_the_stream_goes_on(gateway_factory,
+                                                                 redis_server, redis) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address).start()
+    c = stream(gw, "/clock")
+    wait_numsub(redis, "clock", 1)
+    redis.publish("clock", b"\x00\xff" * (5 << 20))  # 10 MiB of NUL and invalid UTF-8
+    redis.publish("clock", "small")
+    assert c.read_events(1) == ["small"]
+    assert len(c.body) < 100
+    gw.wait_log("over the 1048576-byte limit")
+    c.close()

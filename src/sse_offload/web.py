@@ -268,6 +268,8 @@ class GatewayResource(resource.Resource):
         return server.NOT_DONE_YET
 
     def _apply(self, request: Request, state: RequestState, outcome: Outcome) -> bytes | int:
+        # requests by what the request chain decided: offload, break, return, redirect, ...
+        self.gateway.hub.stats["requests_" + type(outcome).__name__.lower()] += 1
         if isinstance(outcome, Offload):
             return self._offload(request, state, outcome)
         if isinstance(outcome, Break) and outcome.status is None:

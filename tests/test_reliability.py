@@ -113,6 +113,10 @@ def _read_streams(port: int, count: int, conn) -> None:
     """
     import selectors
 
+    # Forked from a process whose reactor handles SIGTERM: take the default back, so the
+    # parent can always end this child.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sel = selectors.DefaultSelector()
     counts = {}
     for _ in range(count):
@@ -127,7 +131,11 @@ def _read_streams(port: int, count: int, conn) -> None:
     conn.send("ready")
     while True:
         if conn.poll():
-            if conn.recv() == "stop":
+            try:
+                command = conn.recv()
+            except EOFError:
+                break  # the test is gone
+            if command == "stop":
                 break
             conn.send([(n, closed) for n, _, closed in counts.values()])
         for key, _ in sel.select(0.1):
@@ -164,11 +172,22 @@ def test_slow_clients_are_cut_off_and_the_others_keep_up(gateway_factory, redis_
     readers = []
     for _ in range(2):
         parent, child = multiprocessing.Pipe()
+        # daemon: never outlives the test run, even when an assertion stops the test early
         p = multiprocessing.get_context("fork").Process(
-            target=_read_streams, args=(gw.port, 100, child)
+            target=_read_streams, args=(gw.port, 100, child), daemon=True
         )
         p.start()
         readers.append((p, parent))
+    try:
+        _drive_slow_client_scenario(gw, redis, stuck, readers)
+    finally:
+        for p, _ in readers:
+            if p.is_alive():
+                p.kill()
+            p.join(10)
+
+
+def _drive_slow_client_scenario(gw, redis, stuck, readers) -> None:
     for _, parent in readers:
         assert parent.poll(30) and parent.recv() == "ready"
     wait_numsub(redis, "clock", 1)

@@ -26,7 +26,7 @@ from twisted.web.server import Request
 
 from .config import Config
 from .config.grammar import reason_phrase
-from .pubsub import Hub
+from .pubsub import Hub, RedisServerConnection
 from .redis_address import AddressError, RedisAddress, parse_address
 from .routing import (
     AuthRequired,
@@ -180,20 +180,18 @@ class Gateway:
             and self.streams_by_ip.get(ip, 0) >= self.max_clients_per_ip
         )
 
-    def stream_opened(self, ip: str) -> Callable[[], None]:
-        """Count a stream; returns the function that uncounts it."""
+    def stream_opened(self, ip: str) -> None:
+        """Count a stream (``stream_closed`` uncounts it)."""
         self.open_streams += 1
         self.streams_by_ip[ip] = self.streams_by_ip.get(ip, 0) + 1
 
-        def closed() -> None:
-            self.open_streams -= 1
-            left = self.streams_by_ip[ip] - 1
-            if left:
-                self.streams_by_ip[ip] = left
-            else:
-                del self.streams_by_ip[ip]
-
-        return closed
+    def stream_closed(self, ip: str) -> None:
+        self.open_streams -= 1
+        left = self.streams_by_ip[ip] - 1
+        if left:
+            self.streams_by_ip[ip] = left
+        else:
+            del self.streams_by_ip[ip]
 
     def response_side(self) -> bool:
         """Does anything in the rules look at, or change, the responses?"""
@@ -201,6 +199,31 @@ class Gateway:
         return bool(
             c.response_rules or c.final_rules or c.header_vars or c.add_headers or c.del_headers
         )
+
+
+class _Release:
+    """A stream's ``on_close``: leave its channel and the counts. One slotted object per
+    stream, where three nested closures cost ~0.7 KB of each idle stream's memory."""
+
+    __slots__ = ("channel", "gateway", "ip", "server", "stream")
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        server: RedisServerConnection,
+        channel: bytes,
+        stream: SSEStream,
+        ip: str,
+    ) -> None:
+        self.gateway = gateway
+        self.server = server
+        self.channel = channel
+        self.stream = stream
+        self.ip = ip
+
+    def __call__(self) -> None:
+        self.server.remove(self.channel, self.stream)
+        self.gateway.stream_closed(self.ip)
 
 
 def _plain(request: Request, status: int, body: bytes) -> bytes:
@@ -545,14 +568,11 @@ class GatewayResource(resource.Resource):
         gateway.hub.stats["requests_stream"] += 1
         stream.start()
         if not stream.closed:
-            unsubscribe = gateway.hub.subscribe(address, channel, stream)
-            uncount = gateway.stream_opened(ip)
-
-            def on_close() -> None:
-                unsubscribe()
-                uncount()
-
-            stream.on_close = on_close
+            redis_server = gateway.hub.server(address)
+            redis_server.add(channel, stream)  # closes it at once after a too-long outage
+            if not stream.closed:
+                gateway.stream_opened(ip)
+                stream.on_close = _Release(gateway, redis_server, channel, stream, ip)
         return server.NOT_DONE_YET
 
     def _full(

@@ -159,6 +159,14 @@ class Bench:
              "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
             stdout=subprocess.DEVNULL,
         )
+        self.gateway: subprocess.Popen[bytes] | None = None
+        try:
+            self._start_gateway(args)
+        except BaseException:
+            self.close()  # a gateway that did not start must not leave redis-server behind
+            raise
+
+    def _start_gateway(self, args: argparse.Namespace) -> None:
         wait_port(self.redis_port)
         rules = self.tmp / "bench.ini"
         rules.write_text("[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n")
@@ -260,11 +268,12 @@ class Bench:
         )
 
     def close(self) -> None:
-        self.gateway.terminate()
-        try:
-            self.gateway.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.gateway.kill()
+        if self.gateway is not None:
+            self.gateway.terminate()
+            try:
+                self.gateway.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.gateway.kill()
         self.redis.terminate()
         self.redis.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -27,6 +27,9 @@ class DeadlineHTTPChannel(http.HTTPChannel):
     log = Logger()
     header_deadline: float = HEADER_DEADLINE
     _head_call: DelayedCall | None = None
+    #: ``(state, outcome)`` of the first request, when the front protocol (front.py) ran
+    #: the request chain on its head before handing the connection over.
+    routed: tuple[Any, Any] | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()

@@ -13,7 +13,11 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints
+
 from .options import DEFAULT_BACKLOG
+from .stream import tune_port, tune_socket
 
 
 class ListenError(ValueError):
@@ -91,6 +95,7 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
         s.bind(path)
         if spec.mode is not None:
             os.chmod(path, spec.mode)
+        tune_socket(s)
         s.listen(spec.backlog)
         s.setblocking(False)  # adoptStreamPort requires it; shared by every worker
         return [s] * count
@@ -105,6 +110,7 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind((host, port))
             port = s.getsockname()[1]  # port 0: every worker binds the one the first got
+            tune_socket(s)
             s.listen(spec.backlog)
             s.setblocking(False)  # adoptStreamPort requires it (Twisted accepts in a loop)
     except OSError:
@@ -112,3 +118,21 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
             s.close()
         raise
     return sockets
+
+
+class TunedListenService(StreamServerEndpointService):
+    """``strports.service``, whose listening socket gets the stream settings before the
+    first connection (every accepted connection inherits them: stream.tune_socket)."""
+
+    def __init__(self, description: str, factory: object, reactor: object) -> None:
+        super().__init__(endpoints.serverFromString(reactor, description), factory)
+        self._raiseSynchronously = True  # as strports.service: a bad endpoint stops start-up
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._tune)
+
+    @staticmethod
+    def _tune(port: object) -> object:
+        tune_port(port)
+        return port

@@ -12,9 +12,12 @@ from twisted.python.failure import Failure
 from twisted.web import server
 
 from .backends import Backend
+from .backends.upstream import UpstreamBackend, UpstreamSpec
+from .backends.wsgi import AppSpec, WSGIBackend, load_app
 from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
 from .embedded_redis import EmbeddedRedis
+from .front import GatewaySite
 from .options import ConfigurationError, Limits
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
@@ -93,6 +96,22 @@ def literal_addresses(config: Config) -> list[RedisAddress]:
     return out
 
 
+def build_backend(
+    app: AppSpec | None, upstream: UpstreamSpec | None, reactor: object
+) -> WSGIBackend | UpstreamBackend | None:
+    """The in-process app (imported now; AppError if it cannot be) or the upstream proxy;
+    None when neither is configured. Not started: the caller starts and stops it."""
+    if app is not None:
+        loaded = load_app(app)
+        log.info("hosting {app} in-process with {threads} threads",
+                 app=app.describe(), threads=app.threads)
+        return WSGIBackend(loaded, app.threads, reactor)
+    if upstream is not None:
+        log.info("proxying to {upstream}", upstream=upstream.url)
+        return UpstreamBackend(upstream, reactor)
+    return None
+
+
 @dataclass
 class GatewayParts:
     """The pieces of one serving process: its hub, the front gateway and the web site."""
@@ -134,7 +153,7 @@ def build_gateway(
         max_channel_length=limits.max_channel_length,
     )
     gateway.allow([default_address, *literal_addresses(config)])
-    site = server.Site(GatewayResource(gateway))
+    site = GatewaySite(GatewayResource(gateway), limits.header_timeout)
     site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[assignment]
     return GatewayParts(hub, gateway, site)
 

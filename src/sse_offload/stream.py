@@ -50,18 +50,39 @@ TCP_KEEPCNT: Final = 3
 #: carries about 5 MB/s at a 50 ms round trip, far more than an event stream needs.
 STREAM_SNDBUF: Final = 256 * 1024
 
+_TCP_OPTIONS: Final = (
+    (socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF),
+    (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+    (socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS),
+    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPIDLE_S),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPINTVL_S),
+    (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPCNT),
+)
 
-def _tune_socket(sock: socket.socket) -> None:
+
+def tune_socket(sock: socket.socket) -> None:
+    """Give a listening socket the stream settings above (and TCP_NODELAY, as twisted.web
+    sets it per connection): Linux copies them to every connection it accepts, so a new
+    stream costs no setsockopt calls. Every response of the gateway's listeners has them;
+    a 256 KiB send buffer still carries a large static file at tens of MB/s on a LAN."""
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPIDLE_S)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPINTVL_S)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPCNT)
+        if sock.family == socket.AF_UNIX:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+            return
+        for level, option, value in _TCP_OPTIONS:
+            sock.setsockopt(level, option, value)
     except (OSError, AttributeError):
-        pass  # not Linux, or not a TCP socket: the keepalive comments still find dead peers
+        pass  # not Linux: the keepalive comments still find dead peers
+
+
+def tune_port(port: object) -> None:
+    """Tune a Twisted listening port's socket once (see :func:`tune_socket`)."""
+    if not getattr(port, "_sse_tuned", False):
+        sock = getattr(port, "socket", None)
+        if isinstance(sock, socket.socket):
+            tune_socket(sock)
+            port._sse_tuned = True  # type: ignore[attr-defined]
 
 
 def _peer(request: Request) -> str:
@@ -166,15 +187,34 @@ class SSEStream:
         channel = request.channel
         if isinstance(channel, HTTPChannel):
             self.chunked = bool(request.chunked)
-            transport = channel.transport
-            self._write = transport.write
-            if type(transport) in _FAST_TRANSPORTS and not getattr(transport, "TLS", False):
-                self._transport = transport
-                self._send = transport.socket.send
-                self._write = self._write_now
-                _tune_socket(transport.socket)
+            self._use(channel.transport)
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
+
+    def start_on(self, transport: tcp.Server | unix.Server, head: bytes) -> None:
+        """Start an HTTP/1.1 stream whose request twisted.web never saw (front.py): send
+        ``head``, a complete chunked response head; the owner reports the end to
+        :meth:`finished`."""
+        self.chunked = True
+        self._use(transport)
+        self._write(head)
+        transport.registerProducer(self, True)
+
+    def _use(self, transport: object) -> None:
+        """Write to the connection's transport, and straight to its socket when it is a plain
+        one (TCP or unix, no TLS)."""
+        self._write = transport.write  # type: ignore[attr-defined]
+        if type(transport) in _FAST_TRANSPORTS and not getattr(transport, "TLS", False):
+            assert isinstance(transport, _FAST_TRANSPORTS)
+            self._transport = transport
+            self._send = transport.socket.send
+            self._write = self._write_now
+            port = transport.server
+            if not getattr(port, "_sse_tuned", False):
+                # A listener the gateway did not open itself (tune_socket): tune it for the
+                # connections to come, and this one.
+                tune_port(port)
+                tune_socket(transport.socket)
 
     def send(self, data: bytes) -> None:
         """Write shared bytes. The hot path: one write and a buffer check."""
@@ -276,5 +316,9 @@ class SSEStream:
 
     def _finished(self, result: Failure | None) -> None:
         # notifyFinish: the client went away (errback), or close() finished the request.
+        self.finished()
+
+    def finished(self) -> None:
+        """The connection ended (or close() ended the response)."""
         if not self.closed:
             self._detach("client", "the client went away")

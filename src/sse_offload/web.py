@@ -38,6 +38,7 @@ from .routing import (
     Redirect,
     RequestState,
     Return,
+    SseTarget,
     Static,
     cgi_vars,
     parse_sse_arg,
@@ -52,6 +53,7 @@ from .stream import DEFAULT_MAX_QUEUED, SSEStream
 
 if TYPE_CHECKING:
     from .backends import Backend
+    from .front import FrontProtocol
 
 #: When the gateway is full: an EventSource is told to come back after 5 to 15 s (the
 #: browsers' own default retry is 3 s; spreading the comebacks avoids a thundering herd).
@@ -61,6 +63,9 @@ RETRY_FULL_MS: Final = 5000
 #: distinct name costs a SUBSCRIBE and a hub entry; Centrifugo caps names at 255 bytes by
 #: default, we allow more for names built from several parts.
 MAX_CHANNEL_NAME: Final = 1024
+
+#: An action's mode name -> Mode (an Enum call costs microseconds on every new stream).
+_MODES: Final = {mode.value: mode for mode in Mode}
 
 #: DESIGN §4.7: the head of a stream offloaded from the request chain.
 SSE_HEADERS: Final = (
@@ -161,20 +166,27 @@ class Gateway:
     verifier: Verifier | None = None
     run_in_thread: Callable[[Callable[[], Any]], Deferred[Any]] = _run_in_thread
     backend: Backend | None = None
-    #: Open streams this process accepts (0: no limit), in all and per client address.
+    #: Open streams accepted (0: no limit), in all (the gateway) and per client address.
     max_clients: int = 0
     max_clients_per_ip: int = 0
     max_channel_length: int = MAX_CHANNEL_NAME
     open_streams: int = 0
     streams_by_ip: dict[str, int] = field(default_factory=dict)
+    #: A worker of ``--processes N``: the :class:`sse_offload.counts.SharedCounts` through
+    #: which ``max_clients`` caps the whole gateway (it may overshoot by N-1: counts.py says
+    #: why). None: this process is the gateway, and ``open_streams`` the figure.
+    #: ``max_clients_per_ip`` stays per process.
+    counts: Any = None
 
     def allow(self, addresses: Iterable[RedisAddress]) -> None:
         self.allowed_servers.update(a.key for a in addresses)
 
     def has_room(self, ip: str) -> bool:
         """May another stream open, for a client at ``ip``?"""
-        if self.max_clients and self.open_streams >= self.max_clients:
-            return False
+        if self.max_clients:
+            total = self.open_streams if self.counts is None else self.counts.total()
+            if total >= self.max_clients:
+                return False
         return not (
             self.max_clients_per_ip
             and self.streams_by_ip.get(ip, 0) >= self.max_clients_per_ip
@@ -184,9 +196,13 @@ class Gateway:
         """Count a stream (``stream_closed`` uncounts it)."""
         self.open_streams += 1
         self.streams_by_ip[ip] = self.streams_by_ip.get(ip, 0) + 1
+        if self.counts is not None:
+            self.counts.set(self.open_streams)
 
     def stream_closed(self, ip: str) -> None:
         self.open_streams -= 1
+        if self.counts is not None:
+            self.counts.set(self.open_streams)
         left = self.streams_by_ip[ip] - 1
         if left:
             self.streams_by_ip[ip] = left
@@ -246,6 +262,26 @@ def _deliver(request: Request, body: bytes | int) -> None:
     request.finish()
 
 
+def stream_target(
+    gateway: Gateway, outcome: Offload
+) -> tuple[SseTarget, RedisAddress | None, str]:
+    """The channel and server an offload names: ``(target, address, error)``. ``address`` is
+    None when the stream cannot start (no channel, a bad or refused server, a channel name
+    over the limit); ``error`` then holds a bad server's parse error, if that was it."""
+    target = parse_sse_arg(outcome.arg)
+    if target.channel is None or len(target.channel) > gateway.max_channel_length:
+        return target, None, ""
+    if target.server is None:
+        return target, gateway.default_address, ""
+    try:
+        address = parse_address(target.server)
+    except AddressError as e:
+        return target, None, str(e)
+    if address.key not in gateway.allowed_servers:
+        return target, None, ""
+    return target, address, ""
+
+
 class GatewayResource(resource.Resource):
     """Every request goes through here: isLeaf, the rules decide."""
 
@@ -257,14 +293,28 @@ class GatewayResource(resource.Resource):
         self.gateway = gateway
 
     def render(self, request: Request) -> bytes | int:
-        state = RequestState(request_vars(request), verifier=self.gateway.verifier)
+        channel = request.channel
+        routed = getattr(channel, "routed", None)
+        if routed is not None:
+            # The front protocol (front.py) ran the request chain on this request's head
+            # already: it is not run twice.
+            channel.routed = None
+            return self._decide(request, *routed)
+        return self._route(request, self.new_state(request_vars(request)), 0)
+
+    def new_state(self, vars: dict[str, str]) -> RequestState:
+        state = RequestState(vars, verifier=self.gateway.verifier)
         # A password that needs a slow hash is checked in a thread, not here.
         state.slow_auth = False
-        return self._route(request, state, 0)
+        return state
 
     # --- the request chain -----------------------------------------------------------------
     def _route(self, request: Request, state: RequestState, start: int) -> bytes | int:
-        outcome = run_chain(self.gateway.config.request_rules, state, start=start)
+        return self._decide(
+            request, state, run_chain(self.gateway.config.request_rules, state, start=start)
+        )
+
+    def _decide(self, request: Request, state: RequestState, outcome: Outcome) -> bytes | int:
         self._emit_logs(state)
         if isinstance(outcome, PendingAuth):
             return self._verify_then_resume(request, state, outcome)
@@ -500,44 +550,11 @@ class GatewayResource(resource.Resource):
         the request chain offloaded, the defaults go through the response side."""
         gateway = self.gateway
         on_head = self._on_head if head is None else _nothing
-        target = parse_sse_arg(outcome.arg)
-        rule = outcome.rule
-        if target.channel is None:
-            self.log.error(
-                "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
-                rule=str(rule.pos), mode=outcome.mode, uri=request.uri,
-            )
+        target, address, error = stream_target(gateway, outcome)
+        if address is None:
+            status, body = self._refuse(request, outcome, target, error)
             on_head(request, state)
-            return _plain(request, 500, b"500 Internal Server Error\n")
-        if target.server is None:
-            address = gateway.default_address
-        else:
-            try:
-                address = parse_address(target.server)
-            except AddressError as e:
-                self.log.error("{rule}: {error}", rule=str(rule.pos), error=str(e))
-                on_head(request, state)
-                return _plain(request, 500, b"500 Internal Server Error\n")
-        if len(target.channel) > gateway.max_channel_length:
-            self.log.error(
-                "{rule}: channel name of {length} characters for {uri} is over the "
-                "{limit}-character limit",
-                rule=str(rule.pos), length=len(target.channel), uri=request.uri[:200],
-                limit=gateway.max_channel_length,
-            )
-            gateway.hub.stats["requests_bad_channel"] += 1
-            on_head(request, state)
-            return _plain(request, 400, b"400 Bad Request: channel name too long\n")
-        if address.key not in gateway.allowed_servers:
-            gateway.hub.stats["requests_refused_server"] += 1
-            # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
-            # one the configuration names; the original let a query string pick any server.
-            self.log.error(
-                "{rule}: refused server {server!r} for {uri}: not a server the configuration names",
-                rule=str(rule.pos), server=target.server, uri=request.uri,
-            )
-            on_head(request, state)
-            return _plain(request, 403, b"403 Forbidden\n")
+            return _plain(request, status, body)
         ip = str(getattr(request.getClientAddress(), "host", ""))
         if not gateway.has_room(ip):
             return self._full(request, state, on_head)
@@ -557,23 +574,87 @@ class GatewayResource(resource.Resource):
             on_head(request, state)
             return b""  # DESIGN §4.7: HEAD gets the head and ends
         stream = SSEStream(
-            request, Mode(outcome.mode), gateway.max_queued,
+            request, _MODES[outcome.mode], gateway.max_queued,
             gap_event=target.gap == "event", watch=gateway.hub.watch,
         )
         # After the stream took request.write for its own writes: the hook runs once, when
         # start() writes the head.
         on_head(request, state)
-        channel = target.channel.encode("utf-8", "surrogateescape")
-        stream.channel = channel
-        gateway.hub.stats["requests_stream"] += 1
+        stream.channel = _bytes(target.channel or "")
         stream.start()
-        if not stream.closed:
-            redis_server = gateway.hub.server(address)
-            redis_server.add(channel, stream)  # closes it at once after a too-long outage
-            if not stream.closed:
-                gateway.stream_opened(ip)
-                stream.on_close = _Release(gateway, redis_server, channel, stream, ip)
+        self._listen(stream, address, ip)
         return server.NOT_DONE_YET
+
+    def _listen(self, stream: SSEStream, address: RedisAddress, ip: str) -> None:
+        """A started stream joins its channel and is counted."""
+        gateway = self.gateway
+        channel = stream.channel
+        gateway.hub.stats["requests_stream"] += 1
+        if stream.closed:
+            return
+        redis_server = gateway.hub.server(address)
+        redis_server.add(channel, stream)  # closes it at once after a too-long outage
+        if not stream.closed:
+            gateway.stream_opened(ip)
+            stream.on_close = _Release(gateway, redis_server, channel, stream, ip)
+
+    def start_fast(self, owner: FrontProtocol, state: RequestState, outcome: Outcome) -> bool:
+        """Start the stream of a request the front protocol read itself (front.py), if the
+        request chain offloaded it and nothing else is to happen to its response; False
+        leaves the request to twisted.web and :meth:`render` (which then answers it). The
+        chain's log lines are out either way."""
+        gateway = self.gateway
+        self._emit_logs(state)
+        if not isinstance(outcome, Offload) or gateway.response_side() or (
+            state.add_headers or state.del_headers or state.logvars
+        ):
+            return False
+        target, address, _ = stream_target(gateway, outcome)
+        ip = owner.ip
+        if address is None or not gateway.has_room(ip):
+            return False
+        gateway.hub.stats["requests_offload"] += 1
+        state.streaming = True
+        stream = SSEStream(
+            owner, _MODES[outcome.mode], gateway.max_queued,  # type: ignore[arg-type]
+            gap_event=target.gap == "event", watch=gateway.hub.watch,
+        )
+        stream.channel = _bytes(target.channel or "")
+        owner.start_stream(stream)
+        self._listen(stream, address, ip)
+        return True
+
+    def _refuse(
+        self, request: Request, outcome: Offload, target: SseTarget, error: str
+    ) -> tuple[int, bytes]:
+        """Log and count why ``outcome`` cannot stream; the status and body to answer."""
+        gateway, rule = self.gateway, outcome.rule
+        if target.channel is None:
+            self.log.error(
+                "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
+                rule=str(rule.pos), mode=outcome.mode, uri=request.uri,
+            )
+            return 500, b"500 Internal Server Error\n"
+        if error:
+            self.log.error("{rule}: {error}", rule=str(rule.pos), error=error)
+            return 500, b"500 Internal Server Error\n"
+        if len(target.channel) > gateway.max_channel_length:
+            self.log.error(
+                "{rule}: channel name of {length} characters for {uri} is over the "
+                "{limit}-character limit",
+                rule=str(rule.pos), length=len(target.channel), uri=request.uri[:200],
+                limit=gateway.max_channel_length,
+            )
+            gateway.hub.stats["requests_bad_channel"] += 1
+            return 400, b"400 Bad Request: channel name too long\n"
+        gateway.hub.stats["requests_refused_server"] += 1
+        # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
+        # one the configuration names; the original let a query string pick any server.
+        self.log.error(
+            "{rule}: refused server {server!r} for {uri}: not a server the configuration names",
+            rule=str(rule.pos), server=target.server, uri=request.uri,
+        )
+        return 403, b"403 Forbidden\n"
 
     def _full(
         self, request: Request, state: RequestState, on_head: Callable[..., None]

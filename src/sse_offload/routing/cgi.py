@@ -95,14 +95,27 @@ def cgi_vars(
         "CONTENT_LENGTH": "",
         "CONTENT_TYPE": "",
     }
-    joined: dict[str, list[str]] = {}
+    seen: set[str] = set()
     for name, value in headers:
-        key = _text(name).upper().replace("-", "_")
-        joined.setdefault(key, []).append(_text(value))
-    for key, values in joined.items():
-        text = ", ".join(values)
-        if key in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-            vars[key] = text
+        key = _VAR_NAMES.get(name) or _var_name(name)
+        text = value.decode("utf-8", "surrogateescape")
+        if key in seen:
+            vars[key] += ", " + text  # a repeated header: its values joined, in order
         else:
-            vars["HTTP_" + key] = text
+            seen.add(key)
+            vars[key] = text
     return vars
+
+
+#: Header name -> var name, for the names clients send (bounded: names are client data).
+_VAR_NAMES: dict[bytes, str] = {}
+_VAR_NAMES_MAX = 1000
+
+
+def _var_name(name: bytes) -> str:
+    key = _text(name).upper().replace("-", "_")
+    if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+        key = "HTTP_" + key
+    if len(_VAR_NAMES) < _VAR_NAMES_MAX:
+        _VAR_NAMES[name] = key
+    return key

@@ -491,7 +491,7 @@ def run_chain(
                     _record(trace, chain, index, rule, False, reads, "regex did not match")
                 continue
             captures = (match.group(0), *match.groups())
-            detail = f"regex matched {match.group(0)!r}"
+            detail = f"regex matched {match.group(0)!r}" if trace is not None else ""
         elif rule.condition is not None:
             try:
                 holds, captures = evaluate(rule.condition, state, reads)
@@ -507,7 +507,7 @@ def run_chain(
                 continue
             if rule.negate:
                 captures = ()
-            detail = f"condition is {'true' if holds else 'false'}"
+            detail = f"condition is {'true' if holds else 'false'}" if trace is not None else ""
         elif rule.status is not None:
             if reads is not None:
                 reads.append(("status", str(state.status or 0)))

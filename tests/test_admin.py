@@ -60,3 +60,57 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
     finally:
         await port.stopListening()
         await hub.stopService()
+
+
+WORKER_A = """\
+# HELP sse_offload_clients Open streams.
+# TYPE sse_offload_clients gauge
+sse_offload_clients 3.0
+# HELP sse_offload_redis_connected 1 while the subscriber connection is up.
+# TYPE sse_offload_redis_connected gauge
+sse_offload_redis_connected{server="r:1"} 1.0
+# HELP sse_offload_messages_delivered_total Messages written to streams (one per stream).
+# TYPE sse_offload_messages_delivered_total counter
+sse_offload_messages_delivered_total 10.0
+# HELP sse_offload_requests_total Requests, by outcome.
+# TYPE sse_offload_requests_total counter
+sse_offload_requests_total{outcome="stream"} 3.0
+"""
+WORKER_B = """\
+# HELP sse_offload_clients Open streams.
+# TYPE sse_offload_clients gauge
+sse_offload_clients 4.0
+# HELP sse_offload_redis_connected 1 while the subscriber connection is up.
+# TYPE sse_offload_redis_connected gauge
+sse_offload_redis_connected{server="r:1"} 1.0
+sse_offload_redis_connected{server="r:2"} 0.0
+# HELP sse_offload_messages_delivered_total Messages written to streams (one per stream).
+# TYPE sse_offload_messages_delivered_total counter
+sse_offload_messages_delivered_total 5.0
+# HELP sse_offload_requests_total Requests, by outcome.
+# TYPE sse_offload_requests_total counter
+sse_offload_requests_total{outcome="stream"} 4.0
+sse_offload_requests_total{outcome="over_capacity"} 2.0
+"""
+
+
+def test_merged_metrics_sum_every_sample_by_name_and_labels() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from sse_offload.admin import _Families, merge_metrics
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(merge_metrics([WORKER_A, WORKER_B])))
+    text = generate_latest(registry)
+    assert _samples(text) == {
+        ("sse_offload_clients", ()): 7,
+        ("sse_offload_redis_connected", (("server", "r:1"),)): 2,
+        ("sse_offload_redis_connected", (("server", "r:2"),)): 0,
+        ("sse_offload_messages_delivered_total", ()): 15,
+        ("sse_offload_requests_total", (("outcome", "stream"),)): 7,
+        ("sse_offload_requests_total", (("outcome", "over_capacity"),)): 2,
+    }
+    # the types survive: a counter is still a counter for Prometheus
+    assert b"# TYPE sse_offload_messages_delivered_total counter" in text
+    assert b"# TYPE sse_offload_clients gauge" in text
+    assert merge_metrics([]) == []

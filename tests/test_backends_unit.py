@@ -103,6 +103,26 @@ def test_app_and_proxy_settings() -> None:
     assert s.upstream.head_timeout == 2.5 and s.upstream.trusted == ("10.0.0.0/8",)
 
 
+def test_workers_take_an_app_a_proxy_and_the_admin_listener() -> None:
+    s = _settings(["--admin", "9091"], "[uwsgi]\nmodule = m\nprocesses = 2\n")
+    assert s.processes == 2 and s.app is not None and s.app.module == "m"
+    assert s.admin == "tcp:9091:interface=127.0.0.1"
+    s = _settings(["--processes", "3", "--proxy", "http://127.0.0.1:8000"])
+    assert s.processes == 3 and s.upstream is not None
+
+
+def test_worker_arguments_carry_the_resolved_app_and_upstream() -> None:
+    from sse_offload.worker import _spec, spec_argv
+
+    s = _settings(["--wsgi", "pkg.mod:app", "--threads", "3"],
+                  "[uwsgi]\npythonpath = /a\npythonpath = /b\nenv = X=1\n")
+    argv = spec_argv(s.app, None)
+    assert argv[0] == "--app" and _spec(type(s.app), argv[1]) == s.app
+    s = _settings(["--proxy", "unix:/run/g.sock", "--trusted-proxy", "10.0.0.0/8"])
+    argv = spec_argv(None, s.upstream)
+    assert argv[0] == "--upstream" and _spec(type(s.upstream), argv[1]) == s.upstream
+
+
 @pytest.mark.parametrize(
     ("args", "ini", "message"),
     [
@@ -111,7 +131,6 @@ def test_app_and_proxy_settings() -> None:
         ([], "[uwsgi]\nproxy = http://x:1\nproxy-connect-timeout = 0\n", "> 0"),
         ([], "[uwsgi]\nproxy = http://x:1\ntrusted-proxy = nope\n", "trusted-proxy"),
         ([], "[uwsgi]\nmodule = m\nthreads = 0\n", "threads"),
-        ([], "[uwsgi]\nmodule = m\nprocesses = 2\n", "not supported yet"),
     ],
 )
 def test_bad_app_settings(args: list[str], ini: str, message: str) -> None:

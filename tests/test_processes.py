@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_helpers import wait_numsub
-from redis_helpers import wait_for
+from redis_helpers import free_port, wait_for
 from sse_client import SSEClient
+from upstream_helpers import APPS, Gunicorn
+
+#: Every answer says which worker made it.
+PID_RULES = "[uwsgi]\nroute-run = addheader:X-Pid: ${uwsgi[pid]}\nroute = ^/s sse:s\n"
 
 
 def _worker_pids(master_pid: int) -> list[int]:
@@ -107,3 +117,231 @@ def test_sighup_reaches_every_worker(gateway_factory, redis_server) -> None:
         c = SSEClient(gw.port, "/new")
         assert c.read_head() == 200
         c.close()
+
+
+def test_shared_counts_sum_every_workers_slot() -> None:
+    from sse_offload.counts import SharedCounts, create_block
+
+    fd = create_block(3)
+    try:
+        first, second = SharedCounts(fd, 0), SharedCounts(fd, 2)
+        first.set(4)
+        second.set(5)
+        assert first.total() == second.total() == 9
+        second.clear(0)  # as the master does for a worker that exited
+        assert first.total() == 5
+        first.close()
+        second.close()
+    finally:
+        os.close(fd)
+
+
+class _Streams:
+    """Streams held open on a gateway, by the pid of the worker serving each."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.by_pid: dict[int, list[SSEClient]] = defaultdict(list)
+
+    def attempt(self, accept: str = "*/*") -> tuple[int, int, SSEClient]:
+        """One request for /s: (status, pid of the worker that answered, the client)."""
+        client = SSEClient(self.port, "/s", headers={"Accept": accept})
+        status = client.read_head()
+        return status, int(client.header("X-Pid") or 0), client
+
+    def open(self) -> int | None:
+        """Open a stream and keep it; the worker's pid, or None when refused (503)."""
+        status, pid, client = self.attempt()
+        if status == 200:
+            self.by_pid[pid].append(client)
+            return pid
+        assert status == 503, client.raw
+        client.close()
+        return None
+
+    def close_one(self, pid: int) -> None:
+        self.by_pid[pid].pop().close()
+
+    def count(self) -> int:
+        return sum(map(len, self.by_pid.values()))
+
+    def close_all(self) -> None:
+        for clients in self.by_pid.values():
+            for c in clients:
+                c.close()
+
+    def spread(self, total: int) -> None:
+        """Open ``total`` streams held by both workers (the kernel picks the worker: when it
+        puts them all on one, move some until the other holds one too)."""
+        for _ in range(total):
+            assert self.open() is not None, f"refused with {self.count()} open"
+        while len([p for p, c in self.by_pid.items() if c]) < 2:
+            self.close_one(next(p for p, c in self.by_pid.items() if c))
+            wait_for(lambda: self.open() is not None, what="the freed place to be taken")
+
+
+def test_max_clients_caps_the_whole_gateway_not_each_worker(
+    gateway_factory, redis_server
+) -> None:
+    gw = gateway_factory(
+        PID_RULES, redis=redis_server.address, args=("--processes", "2", "--max-clients", "10")
+    ).start()
+    wait_for(lambda: gw.log().count("serving") == 2, what="two workers serving")
+    streams = _Streams(gw.port)
+    try:
+        streams.spread(10)  # both workers hold some; with shares of 5 each, an uneven split
+        # would already have been refused
+        first, second = (p for p, c in streams.by_pid.items() if c)
+
+        # the 11th is refused, whichever worker the kernel hands it to
+        refused_by: set[int] = set()
+
+        def refused() -> bool:
+            status, pid, client = streams.attempt()
+            client.close()
+            assert status == 503, f"an 11th stream was admitted by worker {pid}"
+            refused_by.add(pid)
+            return refused_by == {first, second}
+
+        wait_for(refused, what="both workers to refuse an 11th stream")
+        # an EventSource is told to come back later, not given a 503 it would never retry
+        status, _, client = streams.attempt("text/event-stream")
+        client.read_until(lambda c: c.body.endswith(b"\n\n"), what="the retry: hint")
+        assert status == 200 and client.body.startswith(b"retry: "), client.raw
+        client.close()
+
+        # a place freed on one worker is the other's to take too: the cap is the gateway's
+        streams.close_one(first)
+
+        def admitted_by_second() -> bool:
+            pid = streams.open()
+            if pid == first:  # it took the place back: free another one there
+                streams.close_one(first)
+            return pid == second
+
+        wait_for(admitted_by_second, what="the other worker to admit a stream")
+        assert len(streams.by_pid[second]) >= 2 and streams.count() == 10
+        assert streams.open() is None
+    finally:
+        streams.close_all()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """The unlabelled samples of /metrics, by name (prometheus-client's parser)."""
+    status, text = _get(port, "/metrics")
+    assert status == 200, text
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.labels
+    }
+
+
+def test_admin_sums_the_workers_and_health_waits_for_all_of_them(
+    gateway_factory, redis_server, redis
+) -> None:
+    admin = free_port()
+    gw = gateway_factory(
+        PID_RULES, redis=redis_server.address,
+        args=("--processes", "2", "--admin", f"tcp:{admin}:interface=127.0.0.1"),
+    ).start()
+    wait_for(lambda: _get(admin, "/health")[0] == 200, what="every worker ready")
+    streams = _Streams(gw.port)
+    try:
+        streams.spread(6)
+        wait_numsub(redis, "s", 2)
+        m = _metrics(admin)
+        assert m["sse_offload_clients"] == 6  # 6 streams, on two workers
+        assert (m["sse_offload_workers"], m["sse_offload_workers_up"]) == (2, 2)
+        assert m["sse_offload_worker_restarts_total"] == 0
+
+        redis.publish("s", "one")
+        redis.publish("s", "two")
+        for clients in streams.by_pid.values():
+            for c in clients:
+                assert c.read_events(2) == ["one", "two"]
+        after = wait_for(
+            lambda: (x := _metrics(admin))["sse_offload_messages_delivered_total"]
+            - m["sse_offload_messages_delivered_total"] == 6 * 2 and x,
+            what="12 deliveries counted",
+        )
+        # each worker receives each message once
+        assert after["sse_offload_messages_received_total"] - m[
+            "sse_offload_messages_received_total"] == 2 * 2
+
+        # a worker killed: /health says so until its successor answers
+        victim, survivor = streams.by_pid
+        os.kill(victim, signal.SIGKILL)
+        _, text = wait_for(
+            lambda: (r := _get(admin, "/health"))[0] == 503 and r, what="/health to go 503"
+        )
+        assert "not answering" in text, text
+        m = _metrics(admin)
+        assert m["sse_offload_workers_up"] == 1
+        assert m["sse_offload_clients"] == len(streams.by_pid[survivor])
+        wait_for(lambda: _get(admin, "/health") == (200, "ready\n"), timeout=20,
+                 what="/health to be 200 after the restart")
+        m = _metrics(admin)
+        assert (m["sse_offload_workers_up"], m["sse_offload_worker_restarts_total"]) == (2, 1)
+        assert "left out of /health" in gw.log()
+    finally:
+        streams.close_all()
+
+
+APP_RULES = (
+    "[uwsgi]\nroute-run = addheader:X-Pid: ${uwsgi[pid]}\n"
+    "final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}\n"
+)
+
+
+def _answers_from_both_workers(port: int, path: str, body: bytes) -> None:
+    pids: set[int] = set()
+
+    def answered() -> bool:
+        client = SSEClient(port, path, headers={"Accept": "*/*"})
+        assert client.read_head() == 200, client.raw
+        client.read_until(lambda c: c.body == body, what="the app's answer")
+        pids.add(int(client.header("X-Pid") or 0))
+        client.close()
+        return len(pids) == 2
+
+    wait_for(answered, what="both workers to answer through the app")
+
+
+def test_every_worker_hosts_the_wsgi_app(gateway_factory, redis_server, redis) -> None:
+    gw = gateway_factory(
+        APP_RULES + f"wsgi-file = {APPS / 'probe.py'}\n", redis=redis_server.address,
+        args=("--processes", "2"),
+    ).start()
+    _answers_from_both_workers(gw.port, "/hello", b"plain /hello")
+    client = SSEClient(gw.port, "/x?var=clock")  # the app offloads with uwsgi.add_var
+    assert client.read_head() == 200
+    assert client.header("Content-Type") == "text/event-stream"
+    wait_numsub(redis, "clock", 1)
+    redis.publish("clock", "tick")
+    assert client.read_events(1) == ["tick"]
+    client.close()
+
+
+def test_every_worker_proxies_to_the_upstream(
+    gateway_factory, redis_server, tmp_path: Path
+) -> None:
+    upstream = Gunicorn("bulk:application", APPS, tmp_path / "gunicorn.log", workers=1)
+    upstream.start()
+    try:
+        gw = gateway_factory(
+            APP_RULES, redis=redis_server.address,
+            args=("--processes", "2", "--proxy", upstream.url),
+        ).start()
+        _answers_from_both_workers(gw.port, "/download?n=5", b"xxxxx")
+    finally:
+        upstream.stop()

@@ -4,19 +4,46 @@ Off by default; ``--admin ENDPOINT`` turns it on (bind it to loopback: it tells 
 asks how many clients and channels the gateway has). Metrics are read from the hub's state
 and counters when scraped: nothing is added to the per-message path beyond a few counter
 increments per message.
+
+With ``--processes N`` each worker serves this site on a unix socket of its own and the
+master's listener (:func:`pool_admin_site`) asks every worker when it is asked: ``/metrics``
+is the sum of the workers' samples plus the master's own ``sse_offload_workers*`` series,
+``/health`` is ready when every worker is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from twisted.internet.defer import Deferred, TimeoutError, gatherResults
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
+from twisted.web.client import Agent, readBody
 from twisted.web.server import Request
+from zope.interface import implementer
 
 from .pubsub import Hub
+
+if TYPE_CHECKING:
+    from .workers import WorkerPool
+
+log = Logger()
+
+#: How long the master waits for a worker's /metrics or /health before leaving it out (and
+#: counting it down). A worker answers over its unix socket in milliseconds, even busy; 2 s
+#: keeps a stuck worker from making the master miss Prometheus' default 10 s scrape_timeout.
+WORKER_TIMEOUT: Final = 2.0
 
 #: hub.stats keys exported as counters: key -> (metric name, help).
 COUNTERS = {
@@ -114,13 +141,203 @@ class _Health(resource.Resource):
         return f"not ready: redis {address} is not connected\n".encode()
 
 
-def admin_site(hub: Hub) -> server.Site:
+class _QuietSite(server.Site):
+    def log(self, request: Request) -> None:
+        """No access log line: a worker's master logs the scrape it answers."""
+
+
+def admin_site(hub: Hub, access_log: bool = True) -> server.Site:
     """The admin web site for one serving process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(lambda: [hub]))  # type: ignore[arg-type]
     root = resource.Resource()
     root.putChild(b"metrics", _Metrics(registry))
     root.putChild(b"health", _Health(hub))
+    site = server.Site(root) if access_log else _QuietSite(root)
+    site.noisy = False
+    return site
+
+
+# -- the master of --processes N ------------------------------------------------------------
+
+
+def merge_metrics(texts: Iterable[str]) -> list[Metric]:
+    """The families of several workers' /metrics, every sample summed by (name, labels).
+
+    Counters and gauges alike: the gateway's open streams, deliveries and connections are
+    the sums of its workers' (``sse_offload_redis_connected`` becomes the number of workers
+    connected, ``sse_offload_channels`` the subscriptions the gateway holds).
+    """
+    families: dict[str, Metric] = {}
+    totals: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            families.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type)
+            )
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                totals[key] = totals.get(key, 0.0) + sample.value
+    for (family_name, name, labels), value in totals.items():
+        families[family_name].add_sample(name, dict(labels), value)
+    return list(families.values())
+
+
+class _Families(Collector):
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+@dataclass(frozen=True)
+class WorkerAnswer:
+    """What worker ``index`` answered: ``code`` None when it did not (``error`` says why)."""
+
+    index: int
+    code: int | None
+    body: bytes = b""
+    error: str = ""
+
+
+@implementer(IStreamClientEndpoint)
+class _Socket:
+    """A worker's admin socket, as the one endpoint of an Agent (``endpointForURI``)."""
+
+    def __init__(self, reactor: Any, path: str) -> None:
+        self.endpoint = UNIXClientEndpoint(reactor, path, timeout=int(WORKER_TIMEOUT))
+
+    def endpointForURI(self, uri: object) -> _Socket:
+        return self
+
+    def connect(self, factory: Factory) -> Deferred[Any]:
+        factory.noisy = False  # else two log lines per worker per scrape
+        return self.endpoint.connect(factory)
+
+
+async def _get(reactor: Any, socket_path: str, path: bytes) -> tuple[int, bytes]:
+    agent = Agent.usingEndpointFactory(reactor, _Socket(reactor, socket_path))
+    response = await agent.request(b"GET", b"http://worker" + path)
+    return response.code, await readBody(response)
+
+
+async def ask_workers(pool: WorkerPool, reactor: Any, path: bytes) -> list[WorkerAnswer]:
+    """GET ``path`` from every worker's admin socket at once; one log line per silent one."""
+
+    async def ask(index: int, socket_path: str | None) -> WorkerAnswer:
+        if socket_path is None:
+            return WorkerAnswer(index, None, error="no admin socket")
+        d = Deferred.fromCoroutine(_get(reactor, socket_path, path))
+        d.addTimeout(WORKER_TIMEOUT, reactor)
+        try:
+            code, body = await d
+        except Exception as e:  # refused (restarting), timed out, cut off: all mean down
+            error = f"no answer in {WORKER_TIMEOUT:g} s" if isinstance(e, TimeoutError) else (
+                str(e) or type(e).__name__
+            )
+            log.warn("worker {index} left out of {path}: {error}",
+                     index=index, path=path.decode(), error=error)
+            return WorkerAnswer(index, None, error=error)
+        return WorkerAnswer(index, code, body)
+
+    asks = [Deferred.fromCoroutine(ask(w.index, w.admin_socket)) for w in pool.workers]
+    return list(await gatherResults(asks))
+
+
+class _PoolResource(resource.Resource):
+    """A page the master makes from its workers' answers, asynchronously."""
+
+    isLeaf = True
+    path = b""
+
+    def __init__(self, pool: WorkerPool, reactor: Any) -> None:
+        super().__init__()
+        self.pool = pool
+        self.reactor = reactor
+
+    def render_GET(self, request: Request) -> int:
+        gone = request.notifyFinish()  # fires early only if the client leaves
+        gone.addErrback(lambda _: None)
+
+        def answer(page: tuple[int, bytes, bytes]) -> None:
+            if gone.called:
+                return
+            code, content_type, body = page
+            request.setResponseCode(code)
+            request.setHeader(b"Content-Type", content_type)
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+
+        def failed(failure: Failure) -> tuple[int, bytes, bytes]:
+            log.failure("admin {path}", failure, path=self.path.decode())
+            return 500, b"text/plain; charset=utf-8", b"500 Internal Server Error\n"
+
+        d = Deferred.fromCoroutine(self.page())
+        d.addErrback(failed)
+        d.addCallback(answer)
+        d.addErrback(lambda f: log.failure("admin {path}: answering", f,
+                                           path=self.path.decode()))
+        return server.NOT_DONE_YET
+
+    async def page(self) -> tuple[int, bytes, bytes]:
+        raise NotImplementedError
+
+
+class _PoolMetrics(_PoolResource):
+    path = b"/metrics"
+
+    async def page(self) -> tuple[int, bytes, bytes]:
+        answers = await ask_workers(self.pool, self.reactor, self.path)
+        up = [a for a in answers if a.code == 200]
+        families = merge_metrics(a.body.decode() for a in up)
+        configured = GaugeMetricFamily(
+            "sse_offload_workers", "Worker processes configured (--processes)."
+        )
+        configured.add_metric([], self.pool.settings.processes)
+        answered = GaugeMetricFamily(
+            "sse_offload_workers_up",
+            "Workers that answered this scrape (the others are left out of every sum).",
+        )
+        answered.add_metric([], len(up))
+        restarts = CounterMetricFamily(
+            "sse_offload_worker_restarts", "Workers started again after they exited."
+        )
+        restarts.add_metric([], sum(w.restarts for w in self.pool.workers))
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Families([*families, configured, answered, restarts]))
+        return 200, CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
+
+
+class _PoolHealth(_PoolResource):
+    """Ready only while every worker answers that it is."""
+
+    path = b"/health"
+
+    async def page(self) -> tuple[int, bytes, bytes]:
+        answers = await ask_workers(self.pool, self.reactor, self.path)
+        text = b"text/plain; charset=utf-8"
+        if not answers:
+            return 503, text, b"not ready: no workers running yet\n"
+        bad = [a for a in answers if a.code != 200]
+        if not bad:
+            return 200, text, b"ready\n"
+        lines = [
+            f"worker {a.index}: " + (
+                a.body.decode("utf-8", "replace").strip() if a.code is not None
+                else f"not answering ({a.error})"
+            )
+            for a in bad
+        ]
+        return 503, text, ("\n".join(lines) + "\n").encode()
+
+
+def pool_admin_site(pool: WorkerPool, reactor: Any) -> server.Site:
+    """The master's admin web site: its workers' metrics summed, and their health."""
+    root = resource.Resource()
+    root.putChild(b"metrics", _PoolMetrics(pool, reactor))
+    root.putChild(b"health", _PoolHealth(pool, reactor))
     site = server.Site(root)
     site.noisy = False
     return site

@@ -136,12 +136,14 @@ class Options(usage.Options):
         ],
         [
             "max-clients", None, None,
-            "Open streams the gateway accepts; beyond it an EventSource gets 200 with a "
-            "retry: hint and the end, other clients 503. 0: no limit. [default: 0]",
+            "Open streams the gateway accepts (all its processes together); beyond it an "
+            "EventSource gets 200 with a retry: hint and the end, other clients 503. "
+            "0: no limit. [default: 0]",
         ],
         [
             "max-clients-per-ip", None, None,
-            "Open streams one client address may hold (0: no limit). [default: 0]",
+            "Open streams one client address may hold, in each process (0: no limit). "
+            "[default: 0]",
         ],
         [
             "header-timeout", None, None,
@@ -159,7 +161,7 @@ class Options(usage.Options):
         [
             "processes", None, None,
             "Gateway worker processes sharing the listening sockets, each with its own "
-            "Redis subscriptions (use one per core). [default: 1]",
+            "Redis subscriptions and its own copy of the app (use one per core). [default: 1]",
         ],
     ]
 
@@ -216,13 +218,13 @@ class Limits:
     header_timeout: float = HEADER_DEADLINE
     max_channel_length: int = MAX_CHANNEL_NAME
 
-    def as_argv(self, workers: int = 1) -> list[str]:
-        """The same limits as worker command-line arguments (client caps shared out)."""
-        share = -(-self.max_clients // workers)
+    def as_argv(self) -> list[str]:
+        """The same limits as worker command-line arguments (``--max-clients`` is the whole
+        gateway's: the workers share their counts, see counts.py)."""
         out = ["--drain", str(self.drain), "--max-paused", str(self.max_paused),
                "--max-queued", str(self.max_queued),
                "--max-message-size", str(self.max_message_size),
-               "--max-clients", str(share),
+               "--max-clients", str(self.max_clients),
                "--max-clients-per-ip", str(self.max_clients_per_ip),
                "--header-timeout", str(self.header_timeout),
                "--max-channel-length", str(self.max_channel_length)]
@@ -313,13 +315,7 @@ def resolve_settings(options: Options, config: Config) -> Settings:
         raise ConfigurationError(
             f"both an in-process app ({app.describe()}) and --proxy {upstream.url}: choose one"
         )
-    if (app is not None or upstream is not None) and processes > 1:
-        raise ConfigurationError("processes > 1 with an app or --proxy is not supported yet")
     admin = admin_endpoint(options["admin"] or config.option("admin"))
-    if admin and processes > 1:
-        raise ConfigurationError(
-            "--admin with processes > 1 is not supported yet (metrics are per process)"
-        )
     return Settings(
         redis, embedded, redis_text is None, keepalive, processes, app, upstream,
         resolve_limits(options, config), admin or None,

@@ -13,10 +13,11 @@ from twisted.application import service, strports
 from twisted.logger import Logger
 
 from .backends.upstream import UpstreamBackend
-from .backends.wsgi import AppError, WSGIBackend, load_app
+from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from .listeners import TunedListenService
 from .mules import Mule
 from .options import (
     DEFAULT_LISTEN,
@@ -26,7 +27,13 @@ from .options import (
     resolve_settings,
     with_backlog,
 )
-from .service import ConfigurationError, GatewayService, build_gateway, literal_addresses
+from .service import (
+    ConfigurationError,
+    GatewayService,
+    build_backend,
+    build_gateway,
+    literal_addresses,
+)
 
 __all__ = ["Options", "makeService"]
 
@@ -55,20 +62,10 @@ def _listen_endpoints(options: Options, config: Config) -> list[str]:
 def _backend(settings: Settings, reactor: object) -> WSGIBackend | UpstreamBackend | None:
     """The in-process app (imported now, so an import error stops start-up with its
     message) or the upstream proxy; None when neither is configured."""
-    if settings.app is not None:
-        try:
-            app = load_app(settings.app)
-        except AppError as e:
-            _fail(str(e))
-        log.info(
-            "hosting {app} in-process with {threads} threads",
-            app=settings.app.describe(), threads=settings.app.threads,
-        )
-        return WSGIBackend(app, settings.app.threads, reactor)
-    if settings.upstream is not None:
-        log.info("proxying to {upstream}", upstream=settings.upstream.url)
-        return UpstreamBackend(settings.upstream, reactor)
-    return None
+    try:
+        return build_backend(settings.app, settings.upstream, reactor)
+    except AppError as e:
+        _fail(str(e))
 
 
 def makeService(options: Options) -> service.MultiService:
@@ -89,7 +86,6 @@ def makeService(options: Options) -> service.MultiService:
         if has_app and warning.message == RESPONSE_SIDE_NOTE:
             continue  # the app came from the command line
         log.warn("{warning}", warning=warning.format())
-    backend = _backend(settings, reactor)
     listen = [with_backlog(d) for d in _listen_endpoints(options, config)]
 
     embedded: EmbeddedRedis | None = None
@@ -114,7 +110,12 @@ def makeService(options: Options) -> service.MultiService:
             _fail(str(e))
         root.add(pool, after_redis=True)
         root.pool = pool
+        if settings.admin:
+            from .admin import pool_admin_site
+
+            root.add(strports.service(settings.admin, pool_admin_site(pool, reactor)))
     else:
+        backend = _backend(settings, reactor)  # each worker hosts its own with --processes
         parts = build_gateway(
             config, settings.redis, settings.keepalive, reactor, settings.implicit_default,
             backend, settings.limits,
@@ -127,7 +128,7 @@ def makeService(options: Options) -> service.MultiService:
         root.parts = parts
         root.add(parts.hub, after_redis=True)
         for description in listen:
-            root.add(strports.service(description, parts.site))
+            root.add(TunedListenService(description, parts.site, reactor))
         if settings.admin:
             from .admin import admin_site
 

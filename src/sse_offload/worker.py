@@ -7,23 +7,57 @@ not meant to be started by hand. It logs to stdout, which the master reads and r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
+from .backends.upstream import UpstreamSpec
+from .backends.wsgi import AppSpec
 from .config import RulesError, load_rules
 
 log = Logger()
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
 
+#: The admin socket is the master's to read: nobody else's business (it is in a private
+#: directory anyway).
+ADMIN_SOCKET_MODE = 0o600
+
+_Spec = TypeVar("_Spec", AppSpec, UpstreamSpec)
+
 
 def _fd(value: str) -> tuple[int, socket.AddressFamily]:
     number, _, family = value.partition(":")
     return int(number), _FAMILIES[family]
+
+
+def spec_argv(app: AppSpec | None, upstream: UpstreamSpec | None) -> list[str]:
+    """The master's resolved app or upstream as worker arguments, so every worker (a
+    restarted one too) runs what the master was started with, whatever the rules file says
+    by then."""
+    out = []
+    if app is not None:
+        out += ["--app", json.dumps(dataclasses.asdict(app))]
+    if upstream is not None:
+        out += ["--upstream", json.dumps(dataclasses.asdict(upstream))]
+    return out
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _spec(kind: type[_Spec], text: str | None) -> _Spec | None:
+    if text is None:
+        return None
+    return kind(**{k: _tuples(v) for k, v in json.loads(text).items()})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-clients-per-ip", type=int, default=0)
     parser.add_argument("--header-timeout", type=float, default=None)
     parser.add_argument("--max-channel-length", type=int, default=None)
+    parser.add_argument("--counts", type=int, default=None)  # fd of the shared counts
+    parser.add_argument("--admin-socket", default=None)
+    parser.add_argument("--app", default=None)
+    parser.add_argument("--upstream", default=None)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -58,9 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
+    from .backends.wsgi import AppError
     from .options import Limits
     from .redis_address import parse_address
-    from .service import ConfigurationError, build_gateway
+    from .service import ConfigurationError, build_backend, build_gateway
 
     try:
         defaults = Limits()
@@ -75,13 +114,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             header_timeout=args.header_timeout or defaults.header_timeout,
             max_channel_length=args.max_channel_length or defaults.max_channel_length,
         )
+        backend = build_backend(
+            _spec(AppSpec, args.app), _spec(UpstreamSpec, args.upstream), reactor
+        )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,
-            limits=limits,
+            backend, limits,
         )
-    except ConfigurationError as e:
+    except (ConfigurationError, AppError) as e:
         sys.stderr.write(f"{e}\n")
         return 1
+    if args.counts is not None:
+        from .counts import SharedCounts
+
+        parts.gateway.counts = SharedCounts(args.counts, args.index)
+        parts.gateway.counts.set(0)  # a restarted worker's slot starts again from nothing
+        os.close(args.counts)  # the mapping keeps the block
+    if backend is not None:
+        backend.startService()  # before the listeners: its pool runs before a request comes
+    if args.admin_socket:
+        from .admin import admin_site
+
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(args.admin_socket)  # left by the worker this one replaces
+        reactor.listenUNIX(
+            args.admin_socket, admin_site(parts.hub, access_log=False), mode=ADMIN_SOCKET_MODE
+        )
     for fd, family in args.fd:
         reactor.adoptStreamPort(fd, family, parts.site)
         os.close(fd)  # adoptStreamPort duplicated it
@@ -102,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     install_reload_handler(reload)
     reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)
+    if backend is not None:  # after the hub's, as the single-process service tree does
+        reactor.addSystemEventTrigger("before", "shutdown", backend.stopService)
     log.info("worker {index} (pid {pid}) serving", index=args.index, pid=os.getpid())
     reactor.run()
     return 0

@@ -4,13 +4,20 @@ The master opens the listening sockets and spawns each worker with ``spawnProces
 ``childFDs`` (a running reactor is never forked); every worker adopts its sockets and runs
 its own hub, so the gateway holds one Redis subscription per channel per worker. A worker
 that dies is restarted with backoff; SIGTERM to the master stops every worker.
+
+The workers make one gateway: with ``--max-clients`` they share their open stream counts
+through a block of shared memory (counts.py), and with ``--admin`` each serves its metrics on
+a unix socket in the master's private directory, which the master's admin listener merges
+(admin.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -20,10 +27,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ._process import ChildProcessService
+from .counts import SharedCounts, create_block
 from .listeners import ListenError, ListenSpec, open_sockets, parse_listen
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
 from .options import ConfigurationError, Settings
+from .worker import spec_argv
 
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
 STOP_GRACE_SECONDS: Final = 10.0
@@ -41,15 +50,23 @@ class WorkerProcess(ChildProcessService):
     log = Logger()
 
     def __init__(
-        self, index: int, argv: Callable[[], list[str]], fds: dict[int, int], reactor: Any
+        self,
+        index: int,
+        argv: Callable[[], list[str]],
+        fds: dict[int, int],
+        reactor: Any,
+        on_exit: Callable[[int], None] = lambda index: None,
     ) -> None:
         super().__init__(reactor)
         self.index = index
         self._argv = argv
         self._fds = fds
+        self._on_exit = on_exit
         self._delay = RESTART_DELAY_INITIAL
         self._started_at = 0.0
         self._restart_call: DelayedCall | None = None
+        self.restarts = 0  # exits followed by a restart
+        self.admin_socket: str | None = None  # where it serves its /metrics and /health
 
     def startService(self) -> None:
         super().startService()
@@ -86,6 +103,7 @@ class WorkerProcess(ChildProcessService):
         self.log.info("[worker {index}] {line}", index=self.index, line=line, stream=stream)
 
     def _process_ended(self, pid: int | None, status: str) -> None:
+        self._on_exit(self.index)
         if self._stop_waiters:
             self.log.info("worker {index} (pid {pid}) stopped: {status}",
                           index=self.index, pid=pid, status=status)
@@ -93,6 +111,7 @@ class WorkerProcess(ChildProcessService):
             return
         if not self.running:
             return
+        self.restarts += 1
         self._schedule_restart()
         self.log.error(
             "worker {index} (pid {pid}) exited with {status}; restarting in {delay}s",
@@ -132,10 +151,23 @@ class WorkerPool(service.MultiService):
         self.settings = settings
         self.reactor = reactor
         self.sockets: list[list[socket.socket]] = []
+        self.counts: SharedCounts | None = None  # with --max-clients
+        self._counts_fd: int | None = None
+        self.private_dir: str | None = None  # with --admin: the workers' admin sockets
+
+    @property
+    def workers(self) -> list[WorkerProcess]:
+        """The workers, in index order."""
+        return list(self)  # type: ignore[arg-type]
 
     def startService(self) -> None:
         super().startService()
         count = self.settings.processes
+        if self.settings.limits.max_clients:
+            self._counts_fd = create_block(count)
+            self.counts = SharedCounts(self._counts_fd, 0)  # the master only clears slots
+        if self.settings.admin:
+            self.private_dir = tempfile.mkdtemp(prefix="sse-offload-")  # mode 0700
         self.sockets = [
             open_sockets(spec, count * SOCKETS_PER_WORKER) for spec in self.specs
         ]
@@ -151,8 +183,24 @@ class WorkerPool(service.MultiService):
                     child_fd = _FIRST_CHILD_FD + len(fds)
                     fds[child_fd] = sock.fileno()
                     fd_args += ["--fd", f"{child_fd}:{spec.family_name}"]
-            worker = WorkerProcess(index, self._argv_for(index, fd_args), fds, self.reactor)
+            if self._counts_fd is not None:
+                child_fd = _FIRST_CHILD_FD + len(fds)
+                fds[child_fd] = self._counts_fd
+                fd_args += ["--counts", str(child_fd)]
+            admin_socket = None
+            if self.private_dir is not None:
+                admin_socket = os.path.join(self.private_dir, f"worker-{index}.sock")
+                fd_args += ["--admin-socket", admin_socket]
+            worker = WorkerProcess(
+                index, self._argv_for(index, fd_args), fds, self.reactor, self._worker_exited
+            )
+            worker.admin_socket = admin_socket
             worker.setServiceParent(self)  # started at once: the pool is running
+
+    def _worker_exited(self, index: int) -> None:
+        # Its streams died with it: free their room now, not when its successor starts.
+        if self.counts is not None:
+            self.counts.clear(index)
 
     def _argv_for(self, index: int, fd_args: list[str]) -> Callable[[], list[str]]:
         def argv() -> list[str]:
@@ -160,7 +208,8 @@ class WorkerPool(service.MultiService):
             args = [
                 sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
-                "--index", str(index), *fd_args, *s.limits.as_argv(s.processes),
+                "--index", str(index), *fd_args, *s.limits.as_argv(),
+                *spec_argv(s.app, s.upstream),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args
 
@@ -186,4 +235,13 @@ class WorkerPool(service.MultiService):
                 except OSError:
                     pass
         self.sockets = []
+        if self.counts is not None:
+            self.counts.close()
+            self.counts = None
+        if self._counts_fd is not None:
+            os.close(self._counts_fd)
+            self._counts_fd = None
+        if self.private_dir is not None:
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.private_dir = None
         return result

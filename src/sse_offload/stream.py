@@ -308,10 +308,15 @@ class SSEStream:
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
+        # Formatted here: twisted.logger's formatting of a many-field format string (a pure
+        # Python string.Formatter) cost more than the rest of a stream's end.
+        peer, duration = _peer(self.request), now - self.started
         self.log.info(
-            "stream {channel!r} of {peer} ended after {duration:.1f}s and {sent} bytes: {why}",
-            channel=self.channel, peer=_peer(self.request), duration=now - self.started,
-            sent=self.sent, why=why, reason=reason,
+            "{line}",
+            line=f"stream {self.channel!r} of {peer} ended after {duration:.1f}s and "
+            f"{self.sent} bytes: {why}",
+            channel=self.channel, peer=peer, duration=duration, sent=self.sent, why=why,
+            reason=reason,
         )
 
     def _finished(self, result: Failure | None) -> None:

@@ -33,6 +33,10 @@ def _percent_decode(raw: bytes) -> bytes:
     return bytes(out)
 
 
+#: What normalize_path_info has to work on: an escape, a fragment, empty or dot segments.
+_SPECIAL = (b"%", b"#", b"//", b"/.")
+
+
 def normalize_path_info(raw_path: bytes) -> str:
     """Build PATH_INFO from the raw request path (without its query string).
 
@@ -41,6 +45,8 @@ def normalize_path_info(raw_path: bytes) -> str:
     trailing ``/`` (or a final ``.``/``..`` segment) leaves a trailing ``/``. The result
     always starts with ``/`` and is decoded as UTF-8 with ``surrogateescape``.
     """
+    if raw_path[:1] == b"/" and not any(c in raw_path for c in _SPECIAL):
+        return raw_path.decode("utf-8", "surrogateescape")  # already normal: most paths
     decoded = _percent_decode(raw_path.split(b"#", 1)[0])
     # Decision against uWSGI, which resolves dot segments *before* decoding them, so that
     # "/%2e%2e/" stays "/../": decoding first means no escape can reach outside a mount.

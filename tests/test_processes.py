@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import urllib.error
@@ -330,6 +331,29 @@ def test_every_worker_hosts_the_wsgi_app(gateway_factory, redis_server, redis) -
     redis.publish("clock", "tick")
     assert client.read_events(1) == ["tick"]
     client.close()
+
+
+def test_each_worker_has_its_own_worker_number(gateway_factory, redis_server) -> None:
+    gw = gateway_factory(
+        "[uwsgi]\nroute-run = addheader:X-Wid: ${uwsgi[wid]}\n"
+        f"wsgi-file = {APPS / 'probe.py'}\n",
+        redis=redis_server.address, args=("--processes", "2"),
+    ).start()
+    seen: dict[str, dict[str, object]] = {}
+
+    def both() -> bool:
+        client = SSEClient(gw.port, "/opt", headers={"Accept": "*/*"})
+        assert client.read_head() == 200, client.raw
+        client.read_until(lambda c: c.body.endswith(b"}"), what="the app's json")
+        seen[client.header("X-Wid") or ""] = json.loads(client.body)
+        client.close()
+        return len(seen) == 2
+
+    wait_for(both, what="both workers to answer")
+    # ${uwsgi[wid]} and the app's uwsgi.worker_id() agree, from 1, as uWSGI's do.
+    assert {wid: (app["worker_id"], app["numproc"]) for wid, app in seen.items()} == {
+        "1": (1, 2), "2": (2, 2),
+    }
 
 
 def test_every_worker_proxies_to_the_upstream(

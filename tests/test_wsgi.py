@@ -124,7 +124,9 @@ def test_uwsgi_opt_and_worker_id(gateway_factory, redis_server) -> None:
     gw = app_gateway(gateway_factory, redis_server, "probe.py", "threads = 3\n")
     client = get(gw.port, "/opt")
     client.read_until(lambda c: c.body.endswith(b"}"), what="json")
-    assert json.loads(client.body) == {"enable-threads": True, "threads": "3", "worker_id": 1}
+    assert json.loads(client.body) == {
+        "enable-threads": True, "threads": "3", "worker_id": 1, "numproc": 1,
+    }
 
 
 def test_rules_shape_the_environ(gateway_factory, redis_server) -> None:

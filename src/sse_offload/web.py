@@ -47,7 +47,7 @@ from .routing import (
     static_map_target,
 )
 from .routing.response import added_headers
-from .routing.state import Verifier
+from .routing.state import DEFAULT_WORKER_ID, Verifier
 from .sse import Mode
 from .stream import DEFAULT_MAX_QUEUED, SSEStream
 
@@ -177,16 +177,20 @@ class Gateway:
     #: why). None: this process is the gateway, and ``open_streams`` the figure.
     #: ``max_clients_per_ip`` stays per process.
     counts: Any = None
+    #: ``${uwsgi[wid]}``: this process's worker number, from 1.
+    worker_id: int = DEFAULT_WORKER_ID
 
     def allow(self, addresses: Iterable[RedisAddress]) -> None:
         self.allowed_servers.update(a.key for a in addresses)
 
+    def total_streams(self) -> int:
+        """Open streams of the whole gateway (every worker's, with ``counts``)."""
+        return self.open_streams if self.counts is None else int(self.counts.total())
+
     def has_room(self, ip: str) -> bool:
         """May another stream open, for a client at ``ip``?"""
-        if self.max_clients:
-            total = self.open_streams if self.counts is None else self.counts.total()
-            if total >= self.max_clients:
-                return False
+        if self.max_clients and self.total_streams() >= self.max_clients:
+            return False
         return not (
             self.max_clients_per_ip
             and self.streams_by_ip.get(ip, 0) >= self.max_clients_per_ip
@@ -303,7 +307,9 @@ class GatewayResource(resource.Resource):
         return self._route(request, self.new_state(request_vars(request)), 0)
 
     def new_state(self, vars: dict[str, str]) -> RequestState:
-        state = RequestState(vars, verifier=self.gateway.verifier)
+        state = RequestState(
+            vars, verifier=self.gateway.verifier, worker_id=self.gateway.worker_id
+        )
         # A password that needs a slow hash is checked in a thread, not here.
         state.slow_auth = False
         return state
@@ -665,7 +671,7 @@ class GatewayResource(resource.Resource):
         self.gateway.hub.stats["requests_over_capacity"] += 1
         self.log.warn(
             "no room for another stream ({open} open): {uri} from {peer}",
-            open=self.gateway.open_streams, uri=request.uri[:200],
+            open=self.gateway.total_streams(), uri=request.uri[:200],
             peer=getattr(request.getClientAddress(), "host", "?"),
         )
         on_head(request, state)

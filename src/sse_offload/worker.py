@@ -69,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--implicit-default", action="store_true")
     parser.add_argument("--fd", type=_fd, action="append", default=[])
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--drain", type=float, default=None)
     parser.add_argument("--max-paused", type=float, default=None)
     parser.add_argument("--max-queued", type=int, default=None)
@@ -114,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             header_timeout=args.header_timeout or defaults.header_timeout,
             max_channel_length=args.max_channel_length or defaults.max_channel_length,
         )
+        from .backends import uwsgi_compat
+
+        uwsgi_compat.set_worker(args.index + 1, args.workers)  # uwsgi.worker_id(), numproc
         backend = build_backend(
             _spec(AppSpec, args.app), _spec(UpstreamSpec, args.upstream), reactor
         )
@@ -124,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, AppError) as e:
         sys.stderr.write(f"{e}\n")
         return 1
+    parts.gateway.worker_id = args.index + 1  # ${uwsgi[wid]}
     if args.counts is not None:
         from .counts import SharedCounts
 

@@ -208,7 +208,8 @@ class WorkerPool(service.MultiService):
             args = [
                 sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
-                "--index", str(index), *fd_args, *s.limits.as_argv(),
+                "--index", str(index), "--workers", str(s.processes), *fd_args,
+                *s.limits.as_argv(),
                 *spec_argv(s.app, s.upstream),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args

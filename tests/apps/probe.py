@@ -26,6 +26,7 @@ def application(environ, start_response):
             "enable-threads": uwsgi.opt.get("enable-threads"),
             "threads": uwsgi.opt.get("threads", b"").decode(),
             "worker_id": uwsgi.worker_id(),
+            "numproc": uwsgi.numproc,
         }).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]

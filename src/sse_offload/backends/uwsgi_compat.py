@@ -69,19 +69,29 @@ def options_dict(entries: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return opt
 
 
-def make_module(entries: Iterable[tuple[str, str]], worker_id: int = DEFAULT_WORKER_ID) -> Any:
+#: This process's worker number (from 1) and the number of workers: a ``--processes``
+#: worker sets them (worker.py) before it imports the app.
+_worker = [DEFAULT_WORKER_ID, 1]
+
+
+def set_worker(worker_id: int, numproc: int) -> None:
+    _worker[:] = [worker_id, numproc]
+
+
+def make_module(entries: Iterable[tuple[str, str]], worker_id: int | None = None) -> Any:
     """A fresh ``uwsgi`` module object for an app configured by ``entries``."""
     module: Any = types.ModuleType(MODULE_NAME, __doc__)
     module.add_var = add_var
     module.opt = options_dict(entries)
-    module.worker_id = lambda: worker_id
-    module.numproc = 1
+    wid = _worker[0] if worker_id is None else worker_id
+    module.worker_id = lambda: wid
+    module.numproc = _worker[1]
     module.version = f"sse-offload {__version__}".encode()
     module.SSE_OFFLOAD_GATEWAY = True
     return module
 
 
-def install(entries: Iterable[tuple[str, str]], worker_id: int = DEFAULT_WORKER_ID) -> bool:
+def install(entries: Iterable[tuple[str, str]], worker_id: int | None = None) -> bool:
     """Put the module in ``sys.modules``; False (nothing done) when a real uWSGI is there."""
     existing = sys.modules.get(MODULE_NAME)
     if existing is not None and not getattr(existing, "SSE_OFFLOAD_GATEWAY", False):

@@ -8,9 +8,12 @@ and whatever the fast path does not take (pieces, pipelining, odd heads) still w
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
@@ -214,3 +217,33 @@ def test_heads_in_pieces_pipelined_and_chatty_clients(gateway_factory, redis_ser
             assert chunk, data
             data += chunk
         sock.close()
+
+
+def _server_sockets(port: int) -> list[str]:
+    out = subprocess.run(
+        ["ss", "-tmoHn", "state", "established", "sport", f"= :{port}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return re.split(r"\n(?=\S)", out.strip())  # one socket: a line, then indented ones
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="ss (iproute2) is not installed")
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_stream_sockets_have_the_stream_settings(
+    gateway_factory, redis_server, processes: str
+) -> None:
+    """Set once on the listening socket, inherited by each accepted one: a 256 KiB send
+    buffer (the kernel shows it doubled) and keepalive probes after 30 s."""
+    gateway = gateway_factory(
+        RULES, redis=redis_server.address, args=("--processes", processes)
+    ).start()
+    fast, _ = _raw_head(gateway.port, b"GET /ev/a HTTP/1.1\r\nHost: a\r\n\r\n")
+    slow, _ = _raw_head(gateway.port, b"GET /ev/b HTTP/1.1\r\nHost: a\r\nX: 1\r\nx: 2\r\n\r\n")
+    sockets = _server_sockets(gateway.port)
+    assert len(sockets) == 2, sockets
+    for line in sockets:
+        assert "tb524288" in line, line
+        keepalive = re.search(r"timer:\(keepalive,(\d+)sec", line)
+        assert keepalive is not None and int(keepalive.group(1)) <= 30, line
+    fast.close()
+    slow.close()

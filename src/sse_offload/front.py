@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from .channel import HEADER_DEADLINE
-from .routing import cgi_vars, run_chain
+from .routing import cgi_vars
 from .web import SSE_HEADERS
 
 if TYPE_CHECKING:
@@ -234,7 +234,7 @@ class FrontProtocol(Protocol):
             return
         resource = self.site.resource
         state = resource.new_state(vars)
-        outcome = run_chain(resource.gateway.config.request_rules, state)
+        outcome = resource.request_chain(state)
         if not resource.start_fast(self, state, outcome):
             self._hand_over(buffer, (state, outcome))
 

@@ -31,6 +31,7 @@ from .redis_address import AddressError, RedisAddress, parse_address
 from .routing import (
     AuthRequired,
     Break,
+    ChainMemo,
     Continue,
     Offload,
     Outcome,
@@ -295,6 +296,7 @@ class GatewayResource(resource.Resource):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__()
         self.gateway = gateway
+        self._memo: ChainMemo | None = None
 
     def render(self, request: Request) -> bytes | int:
         channel = request.channel
@@ -315,10 +317,21 @@ class GatewayResource(resource.Resource):
         return state
 
     # --- the request chain -----------------------------------------------------------------
+    def request_chain(self, state: RequestState) -> Outcome:
+        """Run the request chain from its start (remembering outcomes where it may: a
+        reload brings new rules, and a new memo)."""
+        rules = self.gateway.config.request_rules
+        memo = self._memo
+        if memo is None or memo.rules is not rules:
+            memo = self._memo = ChainMemo(rules)
+        return memo.run(state)
+
     def _route(self, request: Request, state: RequestState, start: int) -> bytes | int:
-        return self._decide(
-            request, state, run_chain(self.gateway.config.request_rules, state, start=start)
-        )
+        if start == 0:
+            outcome = self.request_chain(state)
+        else:
+            outcome = run_chain(self.gateway.config.request_rules, state, start=start)
+        return self._decide(request, state, outcome)
 
     def _decide(self, request: Request, state: RequestState, outcome: Outcome) -> bytes | int:
         self._emit_logs(state)

@@ -247,3 +247,18 @@ def test_stream_sockets_have_the_stream_settings(
         assert keepalive is not None and int(keepalive.group(1)) <= 30, line
     fast.close()
     slow.close()
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_port_in_use_is_not_shared(gateway_factory, redis_server, processes: str) -> None:
+    """The gateway's listeners are SO_REUSEPORT groups (several accept queues): a second
+    gateway on the same port must still fail, not quietly take half the connections."""
+    first = gateway_factory(RULES, redis=redis_server.address).start()
+    second = gateway_factory(
+        RULES, redis=redis_server.address,
+        args=("--processes", processes, "--listen", f"tcp:{first.port}:interface=127.0.0.1"),
+    )
+    status, output = second.run_to_exit()
+    assert status != 0
+    assert "Address already in use" in output + second.log()
+    assert SSEClient(first.port, "/ev/still").read_head() == 200

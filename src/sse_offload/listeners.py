@@ -12,12 +12,27 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
+from typing import Any, Final
 
+from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import endpoints
+from twisted.internet import defer, endpoints
+from twisted.internet.error import CannotListenError
 
 from .options import DEFAULT_BACKLOG
 from .stream import tune_port, tune_socket
+
+#: TCP listening sockets (SO_REUSEPORT, one address) of the whole gateway, shared out over
+#: its processes. Each has its own accept queue, capped by net.core.somaxconn (4096 on
+#: current kernels): a burst of 10,000 connections to one queue overflowed it, and each
+#: dropped SYN came back only a second later (a second more to connect 10,000 clients, see
+#: benchmarks/suite.py). Four queues hold 16,384 waiting connections.
+ACCEPT_QUEUES: Final = 4
+
+
+def sockets_per_process(processes: int) -> int:
+    """TCP listening sockets each of ``processes`` gateway processes gets."""
+    return max(1, -(-ACCEPT_QUEUES // processes))
 
 
 class ListenError(ValueError):
@@ -101,6 +116,13 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
         return [s] * count
     assert isinstance(spec.address, tuple)
     host, port = spec.address
+    if port:
+        # SO_REUSEPORT would let this gateway share the port with whatever listens there
+        # already (another gateway of the same user, say): bind it alone first, which fails
+        # as twisted.web's own listener would.
+        with socket.socket(spec.family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -136,3 +158,44 @@ class TunedListenService(StreamServerEndpointService):
     def _tune(port: object) -> object:
         tune_port(port)
         return port
+
+
+class ReusePortListenService(service.Service):
+    """A ``tcp:``/``tcp6:`` listener of a one-process gateway: :func:`sockets_per_process`
+    SO_REUSEPORT sockets (tuned, see stream.tune_socket) adopted by the reactor, as a worker
+    of ``--processes`` adopts its own."""
+
+    def __init__(self, spec: ListenSpec, factory: Any, reactor: Any) -> None:
+        self.spec = spec
+        self.factory = factory
+        self.reactor = reactor
+        self.ports: list[Any] = []
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        try:
+            sockets = open_sockets(self.spec, sockets_per_process(1))
+        except OSError as e:
+            host, port = self.spec.address
+            raise CannotListenError(host, port, e) from None  # as twisted's listenTCP says it
+        for sock in sockets:
+            port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
+            port._sse_tuned = True  # open_sockets tuned it
+            self.ports.append(port)
+            sock.close()  # adoptStreamPort duplicated it
+
+    def stopService(self) -> Any:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def listen_service(description: str, factory: Any, reactor: Any) -> service.Service:
+    """The service listening on ``description`` for a one-process gateway."""
+    try:
+        spec = parse_listen(description)
+    except ListenError:
+        spec = None
+    if spec is not None and spec.family != socket.AF_UNIX:
+        return ReusePortListenService(spec, factory, reactor)
+    return TunedListenService(description, factory, reactor)

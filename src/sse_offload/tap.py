@@ -17,7 +17,7 @@ from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
 from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from .listeners import TunedListenService
+from .listeners import listen_service
 from .mules import Mule
 from .options import (
     DEFAULT_LISTEN,
@@ -128,7 +128,7 @@ def makeService(options: Options) -> service.MultiService:
         root.parts = parts
         root.add(parts.hub, after_redis=True)
         for description in listen:
-            root.add(TunedListenService(description, parts.site, reactor))
+            root.add(listen_service(description, parts.site, reactor))
         if settings.admin:
             from .admin import admin_site
 

@@ -28,7 +28,7 @@ from twisted.logger import Logger
 
 from ._process import ChildProcessService
 from .counts import SharedCounts, create_block
-from .listeners import ListenError, ListenSpec, open_sockets, parse_listen
+from .listeners import ListenError, ListenSpec, open_sockets, parse_listen, sockets_per_process
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
 from .options import ConfigurationError, Settings
@@ -37,11 +37,6 @@ from .worker import spec_argv
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
 STOP_GRACE_SECONDS: Final = 10.0
 _FIRST_CHILD_FD: Final = 3
-#: TCP listening sockets per worker. Each SO_REUSEPORT socket has its own accept queue,
-#: capped by net.core.somaxconn (4096 on current kernels): with one per worker, a burst of
-#: 10,000 connections to 2 workers overflowed the queues and the dropped SYNs came back a
-#: second later (measured: 1.41 s to connect 10,000 clients; see benchmarks/suite.py).
-SOCKETS_PER_WORKER: Final = 2
 
 
 class WorkerProcess(ChildProcessService):
@@ -168,9 +163,8 @@ class WorkerPool(service.MultiService):
             self.counts = SharedCounts(self._counts_fd, 0)  # the master only clears slots
         if self.settings.admin:
             self.private_dir = tempfile.mkdtemp(prefix="sse-offload-")  # mode 0700
-        self.sockets = [
-            open_sockets(spec, count * SOCKETS_PER_WORKER) for spec in self.specs
-        ]
+        per_worker = sockets_per_process(count)
+        self.sockets = [open_sockets(spec, count * per_worker) for spec in self.specs]
         for spec, socks in zip(self.specs, self.sockets, strict=True):
             self.log.info("listening on {address} for {count} workers",
                           address=socks[0].getsockname() or spec.address, count=count)
@@ -178,7 +172,7 @@ class WorkerPool(service.MultiService):
             fds: dict[int, int] = {}
             fd_args: list[str] = []
             for spec, socks in zip(self.specs, self.sockets, strict=True):
-                mine = socks[index * SOCKETS_PER_WORKER : (index + 1) * SOCKETS_PER_WORKER]
+                mine = socks[index * per_worker : (index + 1) * per_worker]
                 for sock in {s.fileno(): s for s in mine}.values():  # a unix socket is shared
                     child_fd = _FIRST_CHILD_FD + len(fds)
                     fds[child_fd] = sock.fileno()

@@ -21,7 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from gateway_helpers import wait_numsub
+from gateway_helpers import _port_open, wait_numsub
 from sse_client import SSEClient
 from sse_offload.front import head_vars, http_date, parse_head
 from sse_offload.web import request_vars
@@ -262,3 +262,76 @@ def test_a_port_in_use_is_not_shared(gateway_factory, redis_server, processes: s
     assert status != 0
     assert "Address already in use" in output + second.log()
     assert SSEClient(first.port, "/ev/still").read_head() == 200
+
+
+def _self_signed(tmp_path) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+def test_tls_connections_go_to_twisted_web(gateway_factory, redis_server, redis, tmp_path) -> None:
+    """Over TLS the front protocol steps aside at once (twisted.web's channel, ALPN and h2
+    included, serves the connection): streams and answers still work."""
+    import ssl
+
+    from redis_helpers import free_port, wait_for
+
+    key, cert = _self_signed(tmp_path)
+    tls_port = free_port()
+    gateway_factory(
+        RULES, redis=redis_server.address,
+        args=("--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"),
+    ).start()
+    wait_for(lambda: _port_open(tls_port), what="the TLS listener")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def over_tls(request: bytes) -> tuple[ssl.SSLSocket, bytes]:
+        sock = context.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls_port), timeout=10),
+            server_hostname="localhost",
+        )
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+        return sock, data
+
+    stream, head = over_tls(b"GET /ev/tls HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"text/event-stream" in head
+    teapot, answer = over_tls(b"GET /teapot HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 418 ")
+    wait_numsub(redis, "tls", 1)
+    redis.publish("tls", "secret")
+    data = b""
+    while b"data: secret\n\n" not in data:
+        chunk = stream.recv(4096)
+        assert chunk, data
+        data += chunk
+    stream.close()
+    teapot.close()

@@ -1,9 +1,12 @@
-"""Listening sockets opened by the master for ``--processes N`` workers to adopt.
+"""The gateway's listening sockets.
 
-Workers never fork from a running reactor: the master opens the sockets in startService and
-hands them to freshly spawned worker processes as inherited file descriptors. For TCP each
-worker gets its own socket bound to the same address with SO_REUSEPORT, so the kernel spreads
-new connections evenly over the workers; a unix socket is shared (one accept queue).
+A ``tcp:``/``tcp6:`` address is a group of SO_REUSEPORT sockets (:data:`ACCEPT_QUEUES`),
+tuned for streams (stream.tune_socket). With ``--processes N`` the master opens them in
+startService and hands them to freshly spawned workers as inherited file descriptors
+(workers never fork from a running reactor), so the kernel spreads new connections evenly
+over the workers; a unix socket is shared (one accept queue). A one-process gateway adopts
+the group itself (:class:`ReusePortListenService`); other endpoints (``ssl:``, ``unix:``)
+are Twisted's own (:class:`TunedListenService`).
 """
 
 from __future__ import annotations
@@ -180,7 +183,7 @@ class ReusePortListenService(service.Service):
             raise CannotListenError(host, port, e) from None  # as twisted's listenTCP says it
         for sock in sockets:
             port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)
-            port._sse_tuned = True  # open_sockets tuned it
+            tune_port(port)  # records it (open_sockets tuned the socket already)
             self.ports.append(port)
             sock.close()  # adoptStreamPort duplicated it
 

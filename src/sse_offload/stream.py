@@ -76,13 +76,17 @@ def tune_socket(sock: socket.socket) -> None:
         pass  # not Linux: the keepalive comments still find dead peers
 
 
-def tune_port(port: object) -> None:
-    """Tune a Twisted listening port's socket once (see :func:`tune_socket`)."""
-    if not getattr(port, "_sse_tuned", False):
-        sock = getattr(port, "socket", None)
-        if isinstance(sock, socket.socket):
-            tune_socket(sock)
-            port._sse_tuned = True  # type: ignore[attr-defined]
+def tune_port(port: object) -> bool:
+    """Tune a Twisted listening port's socket once (see :func:`tune_socket`); True when
+    this call did it (connections accepted before it were not tuned)."""
+    if getattr(port, "_sse_tuned", False):
+        return False
+    sock = getattr(port, "socket", None)
+    if not isinstance(sock, socket.socket):
+        return False
+    tune_socket(sock)
+    port._sse_tuned = True  # type: ignore[attr-defined]
+    return True
 
 
 def _peer(request: Request) -> str:
@@ -209,11 +213,9 @@ class SSEStream:
             self._transport = transport
             self._send = transport.socket.send
             self._write = self._write_now
-            port = transport.server
-            if not getattr(port, "_sse_tuned", False):
-                # A listener the gateway did not open itself (tune_socket): tune it for the
-                # connections to come, and this one.
-                tune_port(port)
+            if tune_port(transport.server):
+                # A listener the gateway did not open itself: tuned now for the connections
+                # to come; this one was accepted before.
                 tune_socket(transport.socket)
 
     def send(self, data: bytes) -> None:

@@ -134,15 +134,20 @@ RULES = """\
 """
 
 
-def _raw_head(port: int, request: bytes) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(request)
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    """Read until ``marker`` has arrived; each recv waits at most the socket's timeout."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while marker not in data:
         chunk = sock.recv(4096)
         assert chunk, data
         data += chunk
-    return sock, data
+    return data
+
+
+def _raw_head(port: int, request: bytes) -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(request)
+    return sock, _read_until(sock, b"\r\n\r\n")
 
 
 def test_a_stream_has_the_same_head_on_both_paths(gateway_factory, redis_server, redis) -> None:
@@ -160,11 +165,7 @@ def test_a_stream_has_the_same_head_on_both_paths(gateway_factory, redis_server,
     wait_numsub(redis, "same", 1)
     redis.publish("same", "hello")
     for sock in (fast, slow):
-        data = b""
-        while b"data: hello\n\n" not in data:
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
+        data = _read_until(sock, b"data: hello\n\n")
         assert data.startswith(b"d\r\ndata: hello\n\n\r\n"), data  # one chunk
         sock.close()
 
@@ -193,11 +194,7 @@ def test_heads_in_pieces_pipelined_and_chatty_clients(gateway_factory, redis_ser
     for part in (b"GET /ev/pie", b"ces HTTP/1.1\r\nHo", b"st: a\r\n", b"\r\n"):
         pieces.sendall(part)
         time.sleep(0.05)  # separate reads on the gateway's side
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = pieces.recv(4096)
-        assert chunk, data
-        data += chunk
+    data = _read_until(pieces, b"\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     # Two requests in one write: twisted.web answers the first, then streams the second.
     piped, head = _raw_head(
@@ -211,11 +208,7 @@ def test_heads_in_pieces_pipelined_and_chatty_clients(gateway_factory, redis_ser
     redis.publish("pieces", "p")
     redis.publish("piped", "q")
     for sock, event in ((pieces, b"data: p\n\n"), (piped, b"data: q\n\n")):
-        data = b""
-        while event not in data:  # each recv waits at most the socket's 10 s timeout
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
+        _read_until(sock, event)
         sock.close()
 
 
@@ -315,12 +308,7 @@ def test_tls_connections_go_to_twisted_web(gateway_factory, redis_server, redis,
             server_hostname="localhost",
         )
         sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(4096)
-            assert chunk, data
-            data += chunk
-        return sock, data
+        return sock, _read_until(sock, b"\r\n\r\n")
 
     stream, head = over_tls(b"GET /ev/tls HTTP/1.1\r\nHost: a\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"text/event-stream" in head
@@ -328,10 +316,6 @@ def test_tls_connections_go_to_twisted_web(gateway_factory, redis_server, redis,
     assert answer.startswith(b"HTTP/1.1 418 ")
     wait_numsub(redis, "tls", 1)
     redis.publish("tls", "secret")
-    data = b""
-    while b"data: secret\n\n" not in data:
-        chunk = stream.recv(4096)
-        assert chunk, data
-        data += chunk
+    _read_until(stream, b"data: secret\n\n")
     stream.close()
     teapot.close()

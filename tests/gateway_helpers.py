@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from redis_helpers import free_port, wait_for
+from redis_helpers import free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -106,14 +105,7 @@ class GatewayProcess:
     def stop(self) -> int:
         if self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        rc = self.proc.returncode
+        rc = stop_process(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None

@@ -19,6 +19,18 @@ from pathlib import Path
 SHARED_REDIS_PORT = 6379
 
 
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 15) -> int:
+    """Signal ``proc`` if it still runs, SIGKILL it after ``grace`` seconds; its status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (small race, accepted in tests)."""
     with socket.socket() as s:
@@ -196,13 +208,7 @@ class RedisServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, grace=10)
         self.proc = None
         if os.path.exists(self.unix_path):
             os.unlink(self.unix_path)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway_helpers import wait_numsub
 from redis_helpers import free_port, wait_for
 from sse_client import SSEClient
+from twisted_helpers import pid_gone
 from upstream_helpers import APPS, Gunicorn
 
 #: Every answer says which worker made it.
@@ -35,14 +36,6 @@ def _worker_pids(master_pid: int) -> list[int]:
         if b"sse_offload.worker" in cmd:
             pids.append(pid)
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_two_workers_share_the_port_and_subscribe_once_each(
@@ -82,7 +75,7 @@ def test_two_workers_share_the_port_and_subscribe_once_each(
     current = _worker_pids(gw.proc.pid)
     # twistd re-raises the SIGTERM it handled once it has shut down cleanly
     assert gw.stop() in (0, -signal.SIGTERM)
-    wait_for(lambda: not any(_alive(p) for p in current), what="the workers to exit")
+    wait_for(lambda: all(pid_gone(p) for p in current), what="the workers to exit")
 
 
 def test_processes_from_the_rules_file(gateway_factory, redis_server, redis) -> None:

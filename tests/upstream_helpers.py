@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from redis_helpers import free_port, wait_for
+from redis_helpers import free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 DJANGO_PROJECT = REPO / "examples" / "django_project"
@@ -60,13 +59,8 @@ class Gunicorn:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
         if hasattr(self, "log_file"):
             self.log_file.close()

@@ -32,6 +32,7 @@ from twisted.web import http, server
 
 from .channel import HEADER_DEADLINE
 from .routing import cgi_vars
+from .stream import plain_transport
 from .web import SSE_HEADERS
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class FrontProtocol(Protocol):
     # --- the connection ---------------------------------------------------------------------
     def connectionMade(self) -> None:
         transport = self.transport
-        if type(transport) not in (tcp.Server, unix.Server) or getattr(transport, "TLS", False):
+        if not plain_transport(transport):
             self._delegate()
             return
         # The client sent its request right after connecting: it is usually here already,
@@ -248,7 +249,7 @@ class FrontProtocol(Protocol):
         protocol = server.Site.buildProtocol(self.site, self.addr)
         protocol._channel.routed = routed
         transport = self.transport
-        if type(transport) in (tcp.Server, unix.Server):
+        if plain_transport(transport):
             transport.protocol = protocol
         else:
             # A wrapping transport (TLS) keeps its own reference to us: pass calls through.

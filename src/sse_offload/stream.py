@@ -30,6 +30,12 @@ from .sse import GAP_COMMENT, GAP_EVENT, Mode
 # Exact types: a subclass (or a TLS layer, which is another object) takes the normal path.
 _FAST_TRANSPORTS: Final = (tcp.Server, unix.Server)
 
+
+def plain_transport(transport: object) -> bool:
+    """Is ``transport`` a plain TCP or unix connection (no TLS), whose socket is ours to
+    read from and write to?"""
+    return type(transport) in _FAST_TRANSPORTS and not getattr(transport, "TLS", False)
+
 #: A stream whose client has taken nothing for this long while we had data for it is
 #: aborted: a peer that stopped reading (or vanished behind a NAT) holds memory and a socket.
 #: 30 s is twice the keepalive interval, so an idle but healthy stream is never paused that
@@ -208,7 +214,7 @@ class SSEStream:
         """Write to the connection's transport, and straight to its socket when it is a plain
         one (TCP or unix, no TLS)."""
         self._write = transport.write  # type: ignore[attr-defined]
-        if type(transport) in _FAST_TRANSPORTS and not getattr(transport, "TLS", False):
+        if plain_transport(transport):
             assert isinstance(transport, _FAST_TRANSPORTS)
             self._transport = transport
             self._send = transport.socket.send

@@ -4,7 +4,8 @@
  *   loadclient HOST PORT NCONN PATH_TEMPLATE NCHANNELS SAMPLE_EVERY [OFFSET]
  *
  * Opens NCONN HTTP/1.1 connections; connection i requests PATH_TEMPLATE with "%d" replaced
- * by (OFFSET + i) % NCHANNELS. Prints "ready <ms>" once every response head has arrived. Then counts
+ * by (OFFSET + i) % NCHANNELS. Prints "ready <ms> <bad>" once every response head has arrived,
+ * <bad> being the number of heads whose status line was not "HTTP/1.1 200". Then counts
  * events ("data: <publish time in ns>...") and samples one latency in SAMPLE_EVERY
  * (CLOCK_REALTIME now - publish time). Commands on stdin, one per line:
  *   r   print "count <events> <samples>" then one latency (ns) per line, and reset
@@ -31,6 +32,8 @@
 struct conn {
     int fd;
     int head_done;
+    int nstatus;   /* bytes of the status line seen so far, up to 12 */
+    char status[12];
     int taillen;
     char tail[TAIL];
     char head[4];  /* last bytes seen while looking for the end of the head */
@@ -123,10 +126,10 @@ int main(int argc, char **argv) {
     epoll_ctl(ep, EPOLL_CTL_ADD, 0, &sin);
     static char buf[BUF];
     struct epoll_event evs[512];
-    int heads = 0, ready_printed = 0;
+    int heads = 0, bad = 0, ready_printed = 0;
     for (;;) {
         if (!ready_printed && heads == n) {
-            printf("ready %lld\n", (long long)(mono_ms() - t0));
+            printf("ready %lld %d\n", (long long)(mono_ms() - t0), bad);
             fflush(stdout);
             ready_printed = 1;
         }
@@ -150,12 +153,23 @@ int main(int argc, char **argv) {
             ssize_t r = read(c->fd, buf, sizeof buf);
             if (r <= 0) {
                 if (r < 0 && errno == EAGAIN) continue;
+                if (!c->head_done) {  /* closed before a whole head: counted, as bad */
+                    c->head_done = 1;
+                    heads++;
+                    bad++;
+                }
                 epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
                 close(c->fd);
                 continue;
             }
             const char *data = buf;
             size_t len = (size_t)r;
+            if (!c->head_done && c->nstatus < 12) {
+                size_t take = len < (size_t)(12 - c->nstatus) ? len : (size_t)(12 - c->nstatus);
+                memcpy(c->status + c->nstatus, buf, take);
+                c->nstatus += (int)take;
+                if (c->nstatus == 12 && memcmp(c->status, "HTTP/1.1 200", 12) != 0) bad++;
+            }
             if (!c->head_done) {
                 /* find "\r\n\r\n", possibly split across reads */
                 char probe[BUF + 4];

@@ -8,8 +8,9 @@ clients from C load processes (benchmarks/loadclient.c, compiled on the fly with
 epoll, raw sockets, a few µs of CPU per event so the load client is not what is measured)
 and a publisher that puts its publish time (ns) in every payload. Scenarios:
 
-- idle: 10,000 clients connect; time to connect all; memory per idle connection (PSS of
-  every gateway process plus Redis, kernel socket memory excluded);
+- idle: 10,000 clients connect; time to connect all (every client must get a 200 head, and
+  then a message published to them all); memory per idle connection (PSS of every gateway
+  process plus Redis, kernel socket memory excluded);
 - light: 1,000 clients on one channel at 10 msg/s: gateway CPU per delivered event;
 - fan-out: 1,000 clients on one channel at rising rates until loss or p99 > 1 s;
 - channels: 1,000 channels with one client each, 1,000 msg/s spread over them.
@@ -102,10 +103,25 @@ class Load:
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             ))
             offset += share
+        bad = 0
         for p in self.procs:
             line = p.stdout.readline()
             assert line.startswith("ready"), line
+            bad += int(line.split()[2])
         self.connect_seconds = time.monotonic() - t0
+        if bad:
+            self.close()
+            raise RuntimeError(f"{bad:,} of {n:,} clients got no 200 response head")
+
+    def wait_events(self, n: int, seconds: float = 30.0) -> int:
+        """Wait until ``n`` events have arrived in all (counting from the last report);
+        returns the number that arrived."""
+        got, deadline = 0, time.monotonic() + seconds
+        while got < n and time.monotonic() < deadline:
+            got += self.report()[0]
+            if got < n:
+                time.sleep(0.05)
+        return got
 
     def report(self) -> tuple[int, list[float]]:
         count, lat = 0, []
@@ -206,9 +222,11 @@ class Bench:
         lines = data.split(b"\r\n")
         return sum(int(lines[i][1:]) for i in range(3, 1 + 3 * len(channels), 3))
 
-    def wait_subscribed(self, channels: list[bytes]) -> None:
+    def wait_subscribed(self, channels: list[bytes], each: int = 1) -> None:
+        """Wait until ``each`` subscriptions per channel (one per gateway process that holds
+        a client of it) are in Redis."""
         deadline = time.monotonic() + 30
-        while self.numsub_total(channels) < len(channels) * 1:
+        while self.numsub_total(channels) < len(channels) * each:
             if time.monotonic() > deadline:
                 raise RuntimeError("the gateway did not subscribe in time")
             time.sleep(0.1)
@@ -308,14 +326,21 @@ def main() -> int:
         try:
             mem0 = b.memory_kib()
             load = Load(b.loadclient, b.port, args.idle_clients, "/s/idle", 1, args.load_workers)
-            b.wait_subscribed([b"idle"])
+            b.wait_subscribed([b"idle"], args.processes)  # every process holds some clients
             time.sleep(1.0)
             mem1 = b.memory_kib()
+            # Connected means streaming: one message must reach every client.
+            load.report()
+            b.publish([b"idle"], 1.0, 1.0)
+            got = load.wait_events(args.idle_clients)
+            if got != args.idle_clients:
+                raise RuntimeError(f"a message reached {got:,} of {args.idle_clients:,} clients")
             lines += [
                 f"**Idle**: {args.idle_clients:,} clients connected in "
                 f"{load.connect_seconds:.2f} s; memory per idle connection "
                 f"{(mem1 - mem0) * 1024 / args.idle_clients:,.0f} B (PSS of the gateway "
-                f"processes and Redis: {mem0 / 1024:.1f} -> {mem1 / 1024:.1f} MiB).",
+                f"processes and Redis: {mem0 / 1024:.1f} -> {mem1 / 1024:.1f} MiB); every "
+                f"client got a 200 head and then a message published to them all.",
                 "",
             ]
             load.close()

@@ -427,14 +427,41 @@ async def test_identical_failures_are_logged_in_full_once_then_in_one_line(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_child_that_exits_before_twisted_looks_keeps_its_pid(
+    tmp_path: Path, clock: task.Clock, log_events, start_clocked, monkeypatch
+) -> None:
+    """A quick failure can be over before spawnProcess returns (seen on a fast machine):
+    Twisted then hands back a transport whose pid is already None. The mule still knows the
+    pid, and a run is not taken as ended while it is going."""
+    from twisted.internet import process
+
+    register = process.registerReapProcessHandler
+
+    def after_the_exit(pid: int, proc: Any) -> None:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+        register(pid, proc)
+
+    monkeypatch.setattr(process, "registerReapProcessHandler", after_the_exit)
+    mule = start_clocked("quick.sh", "#!/bin/sh\necho 'quick failure' >&2\nexit 3\n", 0o755)
+    pid = mule.pid
+    assert pid is not None and pid > 0
+    assert await _restart_delay(mule, clock) == 1
+    ended = [e for e in log_events if "exited with" in formatEvent(e)]
+    assert [e["pid"] for e in ended] == [pid]
+    assert [e["pid"] for e in log_events if e.get("line") == "quick failure"] == [pid]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_different_failure_is_logged_in_full_again(
     tmp_path: Path, clock: task.Clock, log_events, start_clocked
 ) -> None:
     mule = start_clocked("changes.sh", "#!/bin/sh\necho 'failure A' >&2\nexit 3\n", 0o755)
     path = tmp_path / "changes.sh"
     clock.advance(await _restart_delay(mule, clock))
-    clock.advance(await _restart_delay(mule, clock))  # the same again: one short line
+    delay = await _restart_delay(mule, clock)  # the same again: one short line
+    # Changed while no run is going, so the next run reads all of it.
     _write(path, "#!/bin/sh\necho 'failure A' >&2\necho 'failure B' >&2\nexit 3\n", 0o755)
+    clock.advance(delay)
     await _restart_delay(mule, clock)
     texts = _texts(log_events, mule)
     assert sum("failure A" in t for t in texts) == 2  # first run, and with failure B

@@ -58,6 +58,13 @@ class LineProcessProtocol(ProcessProtocol):
         self._on_line = on_line
         self._on_exit = on_exit
         self._buffers: dict[int, bytes] = {}
+        self.pid: int | None = None
+
+    def connectionMade(self) -> None:
+        # Taken here, not from spawnProcess's result: Twisted connects the protocol before it
+        # looks for the child's exit, and a child that has already exited (a quick failure
+        # on a fast machine) comes back from spawnProcess with its transport's pid set to None.
+        self.pid = getattr(self.transport, "pid", None)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         buffer = self._buffers.get(childFD, b"") + data
@@ -150,7 +157,7 @@ class ChildProcessService(Service):
         )
         process.closeStdin()
         self._process = process
-        self._pid = process.pid
+        self._pid = protocol.pid
         return process
 
     def _child_ended(self, reason: Failure) -> None:
@@ -168,7 +175,7 @@ class ChildProcessService(Service):
         if process is None:
             return succeed(None)
         if not self._stop_waiters:
-            self._log_stopping(process.pid)
+            self._log_stopping(self.pid)
             self._signal("TERM")
             self._kill_call = self._reactor.callLater(grace, self._kill, grace)
         d: Deferred[None] = Deferred()

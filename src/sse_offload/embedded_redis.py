@@ -307,7 +307,7 @@ class EmbeddedRedis(ChildProcessService):
         try:
             # No ``path``: Twisted then uses posix_spawnp, where a SIGTERM sent right after the
             # spawn cannot be lost between fork and exec (redis gets --dir instead).
-            process = self._spawn_child(argv, dict(os.environ))
+            self._spawn_child(argv, dict(os.environ))
         except OSError as e:
             self.log.error("cannot start {binary}: {error}", binary=self.binary, error=e)
             self._schedule_restart()
@@ -315,7 +315,7 @@ class EmbeddedRedis(ChildProcessService):
         self._spawned_at = self._reactor.seconds()
         self.log.info(
             "embedded redis-server started (pid {pid}) on {unix_path} and 127.0.0.1:{port}",
-            pid=process.pid,
+            pid=self.pid,
             unix_path=self.unix_path,
             port=self.port,
             binary=self.binary,

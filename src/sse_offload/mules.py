@@ -200,7 +200,7 @@ class Mule(ChildProcessService):
             # With cwd the process's own (the usual case) Twisted uses posix_spawnp; otherwise
             # it forks, and a SIGTERM in the instant between fork and exec is lost: the SIGKILL
             # after STOP_GRACE_SECONDS covers that.
-            process = self._spawn_child(argv, env, path=self.cwd)
+            self._spawn_child(argv, env, path=self.cwd)
         except OSError as e:
             self._report_problem(f"cannot start mule {self.script}: {e}", True)
             self._schedule_restart()
@@ -221,7 +221,7 @@ class Mule(ChildProcessService):
                 "mule {mule} started: {argv} (pid {pid})",
                 mule=self.script,
                 argv=" ".join(argv),
-                pid=process.pid,
+                pid=self.pid,
             )
 
     def _schedule_restart(self) -> float:

@@ -80,12 +80,12 @@ class WorkerProcess(ChildProcessService):
             return
         self._started_at = self._reactor.seconds()
         try:
-            process = self._spawn_child(self._argv(), os.environ, extra_fds=self._fds)
+            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds)
         except OSError as e:
             self.log.error("cannot start worker {index}: {error}", index=self.index, error=e)
             self._schedule_restart()
             return
-        self.log.info("worker {index} started (pid {pid})", index=self.index, pid=process.pid)
+        self.log.info("worker {index} started (pid {pid})", index=self.index, pid=self.pid)
 
     def _schedule_restart(self) -> None:
         if self._reactor.seconds() - self._started_at >= STABLE_RUN:

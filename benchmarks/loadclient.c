@@ -168,7 +168,10 @@ int main(int argc, char **argv) {
                 size_t take = len < (size_t)(12 - c->nstatus) ? len : (size_t)(12 - c->nstatus);
                 memcpy(c->status + c->nstatus, buf, take);
                 c->nstatus += (int)take;
-                if (c->nstatus == 12 && memcmp(c->status, "HTTP/1.1 200", 12) != 0) bad++;
+                if (c->nstatus == 12 && memcmp(c->status, "HTTP/1.1 200", 12) != 0) {
+                    if (bad++ == 0)  /* the first one tells what went wrong */
+                        fprintf(stderr, "loadclient: a response began %.*s\n", (int)len, buf);
+                }
             }
             if (!c->head_done) {
                 /* find "\r\n\r\n", possibly split across reads */

@@ -7,7 +7,8 @@
 Starts a private redis-server and nginx with nchan (2 workers, Redis-backed channels, an
 EventSource subscriber location and an HTTP publisher location), then measures with
 benchmarks/loadclient.c what suite.py measures for the gateway: the time to connect
-``--clients`` clients, and at 1,000 clients on one channel at 10 and 20 msg/s the CPU nchan
+``--clients`` clients, and at 1,000 clients on one channel at each of ``--rates`` (10 and 20
+msg/s unless told) the CPU nchan
 (all its processes) spends per delivered event and the latency p50/p99. Messages go through
 nchan's own publisher (nchan keeps its own Redis format), so its CPU includes taking them in,
 as the gateway's includes reading them from Redis.
@@ -37,6 +38,7 @@ error_log {tmp}/error.log warn;
 events {{ worker_connections 18000; multi_accept on; }}
 http {{
   access_log off;
+  keepalive_requests 100000000;  # one publisher connection for the whole run
   client_body_temp_path {tmp}/body;
   upstream redis_server {{ nchan_redis_server redis://127.0.0.1:{redis}; }}
   server {{
@@ -76,11 +78,27 @@ def publish(pub: socket.socket, rate: float, seconds: float, size: int) -> None:
         pub.setblocking(True)
 
 
+def ready_for_subscribers(port: int, seconds: float = 10.0) -> None:
+    """Wait until nchan answers a subscriber with 200: until its Redis connection is up it
+    answers 503 (the gateway's benchmark likewise starts once the gateway has started)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /s/warmup HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+            if s.recv(64).startswith(b"HTTP/1.1 200"):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError("nchan did not accept a subscriber in time")
+        time.sleep(0.1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=10000, help="clients of the connect test")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--rates", default="10,20",
+                    help="msg/s to 1,000 clients on one channel, e.g. 10,20,100,150")
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists() or not MODULE.exists():
@@ -91,7 +109,10 @@ def main() -> int:
     redis_port, port = free_port(), free_port()
     redis = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--save", "",
-         "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL,
+         "--appendonly", "no", "--dir", str(tmp),
+         # as suite.py gives the gateway's Redis
+         "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
+        stdout=subprocess.DEVNULL,
     )
     conf = tmp / "nginx.conf"
     conf.write_text(CONFIG.format(module=MODULE, tmp=tmp, redis=redis_port, port=port))
@@ -105,6 +126,7 @@ def main() -> int:
         def cpu() -> float:
             return sum(cpu_seconds(p) for p in pids)
 
+        ready_for_subscribers(port)
         c0 = cpu()
         idle = Load(binary, port, args.clients, "/s/idle", 1, 2)
         print(f"nchan: {args.clients:,} clients connected in {idle.connect_seconds:.2f} s "
@@ -113,7 +135,7 @@ def main() -> int:
         load = Load(binary, port, 1000, "/s/bench", 1, 2)
         time.sleep(1)
         pub = socket.create_connection(("127.0.0.1", port))
-        for rate in (10, 20):
+        for rate in (float(r) for r in args.rates.split(",")):
             load.report()
             c0 = cpu()
             publish(pub, rate, args.seconds, args.size)
@@ -122,10 +144,19 @@ def main() -> int:
             used = cpu() - c0
             lat.sort()
             expected = int(rate * args.seconds) * 1000
-            print(f"nchan: 1,000 clients x {rate} msg/s: {got:,} of {expected:,} delivered, "
-                  f"{used / got * 1e6:.1f} µs of nchan CPU per delivery, "
-                  f"p50 {lat[len(lat) // 2]:.1f} ms, p99 {lat[int(len(lat) * 0.99)]:.1f} ms")
+            figures = (
+                f", {used / got * 1e6:.1f} µs of nchan CPU per delivery, "
+                f"p50 {lat[len(lat) // 2]:.1f} ms, p99 {lat[int(len(lat) * 0.99)]:.1f} ms"
+                if got and lat else ""
+            )
+            print(f"nchan: 1,000 clients x {rate:g} msg/s: {got:,} of {expected:,} delivered"
+                  + figures)
         load.close()
+    except BaseException:
+        log = tmp / "error.log"
+        if log.exists():
+            print("nginx error.log, last lines:", *log.read_text().splitlines()[-5:], sep="\n")
+        raise
     finally:
         subprocess.run([nginx, "-c", str(conf), "-s", "stop"], stderr=subprocess.DEVNULL)
         redis.terminate()

@@ -324,8 +324,9 @@ def main() -> int:
     if "idle" in only:
         b = Bench(args)
         try:
-            mem0 = b.memory_kib()
+            mem0, cpu0 = b.memory_kib(), b.gateway_cpu()
             load = Load(b.loadclient, b.port, args.idle_clients, "/s/idle", 1, args.load_workers)
+            connect_cpu = b.gateway_cpu() - cpu0
             b.wait_subscribed([b"idle"], args.processes)  # every process holds some clients
             time.sleep(1.0)
             mem1 = b.memory_kib()
@@ -337,7 +338,8 @@ def main() -> int:
                 raise RuntimeError(f"a message reached {got:,} of {args.idle_clients:,} clients")
             lines += [
                 f"**Idle**: {args.idle_clients:,} clients connected in "
-                f"{load.connect_seconds:.2f} s; memory per idle connection "
+                f"{load.connect_seconds:.2f} s ({connect_cpu / args.idle_clients * 1e6:.0f} µs "
+                f"of gateway CPU per connection); memory per idle connection "
                 f"{(mem1 - mem0) * 1024 / args.idle_clients:,.0f} B (PSS of the gateway "
                 f"processes and Redis: {mem0 / 1024:.1f} -> {mem1 / 1024:.1f} MiB); every "
                 f"client got a 200 head and then a message published to them all.",

@@ -195,6 +195,13 @@ class Bench:
              "--processes", str(args.processes)],
         )
         wait_port(self.port)
+        # The port answers once the master listens: wait for the workers too, so that every
+        # CPU figure counts all of them.
+        deadline = time.monotonic() + 30
+        while args.processes > 1 and len(children(self.gateway.pid)) < args.processes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start {args.processes} workers")
+            time.sleep(0.05)
         time.sleep(1.0)
         self.pub = socket.create_connection(("127.0.0.1", self.redis_port))
         self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

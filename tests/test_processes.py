@@ -10,6 +10,7 @@ import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_helpers import wait_numsub
@@ -362,3 +363,43 @@ def test_every_worker_proxies_to_the_upstream(
         _answers_from_both_workers(gw.port, "/download?n=5", b"xxxxx")
     finally:
         upstream.stop()
+
+
+def _gateway_redis_connections(redis) -> list[dict[str, str]]:
+    """CLIENT LIST without the test's own connection."""
+    own = redis.call("CLIENT", "ID")
+    rows = [
+        dict(field.split("=", 1) for field in line.split())
+        for line in redis.call("CLIENT", "LIST").decode().splitlines()
+    ]
+    return [r for r in rows if int(r["id"]) != own]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_one_redis_connection_per_process_whatever_the_clients_and_channels(
+    gateway_factory, redis_server, redis, processes
+) -> None:
+    channels = [f"c{i}" for i in range(30)]
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n", redis=redis_server.address,
+        args=("--processes", str(processes)),
+    ).start()
+    if processes > 1:
+        wait_for(lambda: len(_worker_pids(gw.proc.pid)) == processes, what="the workers")
+    clients = []
+    for channel in channels * 4:  # 120 clients, 4 on each of 30 channels
+        c = SSEClient(gw.port, f"/s/{channel}")
+        assert c.read_head() == 200
+        clients.append(c)
+    wait_for(lambda: all(redis.numsub(ch) >= 1 for ch in channels), what="every channel")
+    conns = _gateway_redis_connections(redis)
+    assert len(conns) == processes, conns
+    # each is a subscriber connection carrying its process's channels, one subscription each
+    assert all("P" in c["flags"] and int(c["sub"]) >= 1 for c in conns)
+    assert sum(int(c["sub"]) for c in conns) == sum(redis.numsub(ch) for ch in channels)
+    assert all(redis.numsub(ch) <= processes for ch in channels)
+    redis.publish("c7", "seven")
+    for c in clients[7::30]:
+        assert c.read_events(1) == ["seven"]
+    for c in clients:
+        c.close()

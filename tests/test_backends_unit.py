@@ -111,7 +111,7 @@ def test_workers_take_an_app_a_proxy_and_the_admin_listener() -> None:
     assert s.processes == 3 and s.upstream is not None
 
 
-def test_worker_arguments_carry_the_resolved_app_and_upstream() -> None:
+def test_worker_arguments_carry_the_resolved_app_upstream_and_limits() -> None:
     from sse_offload.worker import _spec, spec_argv
 
     s = _settings(["--wsgi", "pkg.mod:app", "--threads", "3"],
@@ -121,6 +121,12 @@ def test_worker_arguments_carry_the_resolved_app_and_upstream() -> None:
     s = _settings(["--proxy", "unix:/run/g.sock", "--trusted-proxy", "10.0.0.0/8"])
     argv = spec_argv(None, s.upstream)
     assert argv[0] == "--upstream" and _spec(type(s.upstream), argv[1]) == s.upstream
+    limits = _settings(
+        ["--max-clients", "7", "--header-timeout", "3.5", "--redis-outage-limit", "9"]
+    ).limits
+    assert (limits.max_clients, limits.header_timeout, limits.outage_limit) == (7, 3.5, 9)
+    argv = spec_argv(None, None, limits)
+    assert argv[0] == "--limits" and _spec(type(limits), argv[1]) == limits
 
 
 @pytest.mark.parametrize(

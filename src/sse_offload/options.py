@@ -218,20 +218,6 @@ class Limits:
     header_timeout: float = HEADER_DEADLINE
     max_channel_length: int = MAX_CHANNEL_NAME
 
-    def as_argv(self) -> list[str]:
-        """The same limits as worker command-line arguments (``--max-clients`` is the whole
-        gateway's: the workers share their counts, see counts.py)."""
-        out = ["--drain", str(self.drain), "--max-paused", str(self.max_paused),
-               "--max-queued", str(self.max_queued),
-               "--max-message-size", str(self.max_message_size),
-               "--max-clients", str(self.max_clients),
-               "--max-clients-per-ip", str(self.max_clients_per_ip),
-               "--header-timeout", str(self.header_timeout),
-               "--max-channel-length", str(self.max_channel_length)]
-        if self.outage_limit is not None:
-            out += ["--redis-outage-limit", str(self.outage_limit)]
-        return out
-
 
 def _number(name: str, text: str | None, default: float, whole: bool = False,
             zero: bool = False) -> float:

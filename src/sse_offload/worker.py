@@ -14,13 +14,16 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from .backends.upstream import UpstreamSpec
 from .backends.wsgi import AppSpec
 from .config import RulesError, load_rules
+
+if TYPE_CHECKING:
+    from .options import Limits
 
 log = Logger()
 
@@ -30,7 +33,7 @@ _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF
 #: directory anyway).
 ADMIN_SOCKET_MODE = 0o600
 
-_Spec = TypeVar("_Spec", AppSpec, UpstreamSpec)
+_Spec = TypeVar("_Spec")
 
 
 def _fd(value: str) -> tuple[int, socket.AddressFamily]:
@@ -38,15 +41,17 @@ def _fd(value: str) -> tuple[int, socket.AddressFamily]:
     return int(number), _FAMILIES[family]
 
 
-def spec_argv(app: AppSpec | None, upstream: UpstreamSpec | None) -> list[str]:
-    """The master's resolved app or upstream as worker arguments, so every worker (a
-    restarted one too) runs what the master was started with, whatever the rules file says
-    by then."""
+def spec_argv(
+    app: AppSpec | None, upstream: UpstreamSpec | None, limits: Limits | None = None
+) -> list[str]:
+    """The master's resolved app or upstream, and limits, as worker arguments, so every
+    worker (a restarted one too) runs what the master was started with, whatever the rules
+    file says by then. (``--max-clients`` is the whole gateway's: the workers share their
+    counts, see counts.py.)"""
     out = []
-    if app is not None:
-        out += ["--app", json.dumps(dataclasses.asdict(app))]
-    if upstream is not None:
-        out += ["--upstream", json.dumps(dataclasses.asdict(upstream))]
+    for flag, spec in (("--app", app), ("--upstream", upstream), ("--limits", limits)):
+        if spec is not None:
+            out += [flag, json.dumps(dataclasses.asdict(spec))]
     return out
 
 
@@ -70,15 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fd", type=_fd, action="append", default=[])
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--drain", type=float, default=None)
-    parser.add_argument("--max-paused", type=float, default=None)
-    parser.add_argument("--max-queued", type=int, default=None)
-    parser.add_argument("--max-message-size", type=int, default=None)
-    parser.add_argument("--redis-outage-limit", type=float, default=None)
-    parser.add_argument("--max-clients", type=int, default=0)
-    parser.add_argument("--max-clients-per-ip", type=int, default=0)
-    parser.add_argument("--header-timeout", type=float, default=None)
-    parser.add_argument("--max-channel-length", type=int, default=None)
+    parser.add_argument("--limits", default=None)
     parser.add_argument("--counts", type=int, default=None)  # fd of the shared counts
     parser.add_argument("--admin-socket", default=None)
     parser.add_argument("--app", default=None)
@@ -103,18 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .service import ConfigurationError, build_backend, build_gateway
 
     try:
-        defaults = Limits()
-        limits = Limits(
-            outage_limit=args.redis_outage_limit,
-            drain=defaults.drain if args.drain is None else args.drain,
-            max_paused=defaults.max_paused if args.max_paused is None else args.max_paused,
-            max_queued=args.max_queued or defaults.max_queued,
-            max_message_size=args.max_message_size or defaults.max_message_size,
-            max_clients=args.max_clients,
-            max_clients_per_ip=args.max_clients_per_ip,
-            header_timeout=args.header_timeout or defaults.header_timeout,
-            max_channel_length=args.max_channel_length or defaults.max_channel_length,
-        )
+        limits = _spec(Limits, args.limits) or Limits()
         from .backends import uwsgi_compat
 
         uwsgi_compat.set_worker(args.index + 1, args.workers)  # uwsgi.worker_id(), numproc

@@ -203,8 +203,7 @@ class WorkerPool(service.MultiService):
                 sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
                 "--index", str(index), "--workers", str(s.processes), *fd_args,
-                *s.limits.as_argv(),
-                *spec_argv(s.app, s.upstream),
+                *spec_argv(s.app, s.upstream, s.limits),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args
 

@@ -76,6 +76,22 @@ def apply_rules(gateway: Gateway, config: Config) -> None:
     gateway.allowed_servers = allowed
 
 
+def reload_rules(path: str, gateway: Gateway | None) -> Config | None:
+    """SIGHUP's work in a serving process (``gateway``) or the master (None): read the rules
+    at ``path`` again and put them in force for new requests. A file with errors is reported
+    (file:line:col), the rules in force stay, and None is returned."""
+    try:
+        config = load_rules(path)
+        if gateway is not None:
+            apply_rules(gateway, config)
+    except (RulesError, ConfigurationError) as e:
+        log.error("reload: {path} not applied, the rules in force stay:\n{error}",
+                  path=path, error=str(e))
+        return None
+    log.info("reload: {path} applied to new requests", path=path)
+    return config
+
+
 def install_reload_handler(reload: Callable[[], None]) -> None:
     """SIGHUP calls ``reload`` in the reactor thread."""
     import signal
@@ -182,13 +198,8 @@ class GatewayService(service.MultiService):
         cannot change while running are reported as needing a restart.
         """
         assert self.rules_path is not None
-        try:
-            config = load_rules(self.rules_path)
-            if self.parts is not None:
-                apply_rules(self.parts.gateway, config)
-        except (RulesError, ConfigurationError) as e:
-            log.error("reload: {path} not applied, the rules in force stay:\n{error}",
-                      path=self.rules_path, error=str(e))
+        config = reload_rules(self.rules_path, self.parts.gateway if self.parts else None)
+        if config is None:
             return
         if self.config is not None:
             changed = [k for k in RESTART_KEYS if self.config.values(k) != config.values(k)]
@@ -198,7 +209,6 @@ class GatewayService(service.MultiService):
         self.config = config
         if self.pool is not None:
             self.pool.signal_workers("HUP")  # type: ignore[attr-defined]
-        log.info("reload: {path} applied to new requests", path=self.rules_path)
 
     def add(self, child: service.IService, after_redis: bool = False) -> None:
         """Add a child; ``after_redis`` ones start once an embedded Redis answers."""

@@ -136,20 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
 
-    def reload() -> None:
-        from .config import RulesError, load_rules
-        from .service import apply_rules
+    from .service import install_reload_handler, reload_rules
 
-        try:
-            apply_rules(parts.gateway, load_rules(args.rules))
-        except (RulesError, ConfigurationError) as e:
-            log.error("reload: not applied, the rules in force stay:\n{error}", error=str(e))
-            return
-        log.info("reload: {path} applied to new requests", path=args.rules)
-
-    from .service import install_reload_handler
-
-    install_reload_handler(reload)
+    install_reload_handler(lambda: reload_rules(args.rules, parts.gateway))
     reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)
     if backend is not None:  # after the hub's, as the single-process service tree does
         reactor.addSystemEventTrigger("before", "shutdown", backend.stopService)

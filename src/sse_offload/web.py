@@ -267,24 +267,31 @@ def _deliver(request: Request, body: bytes | int) -> None:
     request.finish()
 
 
-def stream_target(
-    gateway: Gateway, outcome: Offload
-) -> tuple[SseTarget, RedisAddress | None, str]:
-    """The channel and server an offload names: ``(target, address, error)``. ``address`` is
-    None when the stream cannot start (no channel, a bad or refused server, a channel name
-    over the limit); ``error`` then holds a bad server's parse error, if that was it."""
+#: Why an offload cannot stream (:func:`stream_target`); otherwise it is a bad server
+#: address, and the text is its parse error.
+NO_CHANNEL: Final = "no channel"
+LONG_CHANNEL: Final = "channel name too long"
+REFUSED_SERVER: Final = "server not named by the configuration"
+
+
+def stream_target(gateway: Gateway, outcome: Offload) -> tuple[SseTarget, RedisAddress | str]:
+    """The channel and server an offload names: ``(target, address)``. Where the stream
+    cannot start, ``address`` is instead the reason: :data:`NO_CHANNEL`,
+    :data:`LONG_CHANNEL`, :data:`REFUSED_SERVER`, or a bad server's parse error."""
     target = parse_sse_arg(outcome.arg)
-    if target.channel is None or len(target.channel) > gateway.max_channel_length:
-        return target, None, ""
+    if target.channel is None:
+        return target, NO_CHANNEL
+    if len(target.channel) > gateway.max_channel_length:
+        return target, LONG_CHANNEL
     if target.server is None:
-        return target, gateway.default_address, ""
+        return target, gateway.default_address
     try:
         address = parse_address(target.server)
     except AddressError as e:
-        return target, None, str(e)
+        return target, str(e)
     if address.key not in gateway.allowed_servers:
-        return target, None, ""
-    return target, address, ""
+        return target, REFUSED_SERVER
+    return target, address
 
 
 class GatewayResource(resource.Resource):
@@ -569,9 +576,9 @@ class GatewayResource(resource.Resource):
         the request chain offloaded, the defaults go through the response side."""
         gateway = self.gateway
         on_head = self._on_head if head is None else _nothing
-        target, address, error = stream_target(gateway, outcome)
-        if address is None:
-            status, body = self._refuse(request, outcome, target, error)
+        target, address = stream_target(gateway, outcome)
+        if isinstance(address, str):
+            status, body = self._refuse(request, outcome, target, address)
             on_head(request, state)
             return _plain(request, status, body)
         ip = str(getattr(request.getClientAddress(), "host", ""))
@@ -628,9 +635,9 @@ class GatewayResource(resource.Resource):
             state.add_headers or state.del_headers or state.logvars
         ):
             return False
-        target, address, _ = stream_target(gateway, outcome)
+        target, address = stream_target(gateway, outcome)
         ip = owner.ip
-        if address is None or not gateway.has_room(ip):
+        if isinstance(address, str) or not gateway.has_room(ip):
             return False
         gateway.hub.stats["requests_offload"] += 1
         state.streaming = True
@@ -644,36 +651,38 @@ class GatewayResource(resource.Resource):
         return True
 
     def _refuse(
-        self, request: Request, outcome: Offload, target: SseTarget, error: str
+        self, request: Request, outcome: Offload, target: SseTarget, why: str
     ) -> tuple[int, bytes]:
-        """Log and count why ``outcome`` cannot stream; the status and body to answer."""
+        """Log and count ``why`` (:func:`stream_target`) ``outcome`` cannot stream; the
+        status and body to answer."""
         gateway, rule = self.gateway, outcome.rule
-        if target.channel is None:
+        if why == NO_CHANNEL:
             self.log.error(
                 "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
                 rule=str(rule.pos), mode=outcome.mode, uri=request.uri,
             )
             return 500, b"500 Internal Server Error\n"
-        if error:
-            self.log.error("{rule}: {error}", rule=str(rule.pos), error=error)
-            return 500, b"500 Internal Server Error\n"
-        if len(target.channel) > gateway.max_channel_length:
+        if why == LONG_CHANNEL:
             self.log.error(
                 "{rule}: channel name of {length} characters for {uri} is over the "
                 "{limit}-character limit",
-                rule=str(rule.pos), length=len(target.channel), uri=request.uri[:200],
+                rule=str(rule.pos), length=len(target.channel or ""), uri=request.uri[:200],
                 limit=gateway.max_channel_length,
             )
             gateway.hub.stats["requests_bad_channel"] += 1
             return 400, b"400 Bad Request: channel name too long\n"
-        gateway.hub.stats["requests_refused_server"] += 1
-        # DESIGN §4.9: a server named by an expanded (client or app supplied) value must be
-        # one the configuration names; the original let a query string pick any server.
-        self.log.error(
-            "{rule}: refused server {server!r} for {uri}: not a server the configuration names",
-            rule=str(rule.pos), server=target.server, uri=request.uri,
-        )
-        return 403, b"403 Forbidden\n"
+        if why == REFUSED_SERVER:
+            gateway.hub.stats["requests_refused_server"] += 1
+            # DESIGN §4.9: a server named by an expanded (client or app supplied) value must
+            # be one the configuration names; the original let a query string pick any server.
+            self.log.error(
+                "{rule}: refused server {server!r} for {uri}: not a server the configuration "
+                "names",
+                rule=str(rule.pos), server=target.server, uri=request.uri,
+            )
+            return 403, b"403 Forbidden\n"
+        self.log.error("{rule}: {error}", rule=str(rule.pos), error=why)  # a bad address
+        return 500, b"500 Internal Server Error\n"
 
     def _full(
         self, request: Request, state: RequestState, on_head: Callable[..., None]

@@ -20,11 +20,12 @@ from twisted.web import http
 #: a browser sends its head in one packet, so 20 s leaves any honest client ample room.
 HEADER_DEADLINE: Final = 20.0
 
+_log = Logger()
+
 
 class DeadlineHTTPChannel(http.HTTPChannel):
     """HTTPChannel with a deadline on reading each request head."""
 
-    log = Logger()
     header_deadline: float = HEADER_DEADLINE
     _head_call: DelayedCall | None = None
     #: ``(state, outcome)`` of the first request, when the front protocol (front.py) ran
@@ -62,12 +63,16 @@ class DeadlineHTTPChannel(http.HTTPChannel):
     def _too_slow(self) -> None:
         self._head_call = None
         peer = self.transport.getPeer() if self.transport is not None else None
-        self.log.info(
-            "closing {peer}: no complete request head within {deadline:g}s",
-            peer=getattr(peer, "host", peer), deadline=self.header_deadline,
-        )
-        if self.transport is not None:
-            self.transport.abortConnection()
+        close_slow_head(self.transport, getattr(peer, "host", peer), self.header_deadline)
+
+
+def close_slow_head(transport: Any, peer: object, deadline: float) -> None:
+    """A request head did not arrive within ``deadline`` seconds: log it and cut the
+    connection (twisted.web's channel and the front protocol's HeadWatch alike)."""
+    _log.info("closing {peer}: no complete request head within {deadline:g}s",
+              peer=peer, deadline=deadline)
+    if transport is not None:
+        transport.abortConnection()
 
 
 def deadline_channel_factory(deadline: float = HEADER_DEADLINE) -> Callable[[], Any]:

@@ -26,11 +26,10 @@ from twisted.internet import tcp, unix
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
-from .channel import HEADER_DEADLINE
+from .channel import HEADER_DEADLINE, close_slow_head
 from .routing import cgi_vars
 from .stream import plain_transport
 from .web import SSE_HEADERS
@@ -128,8 +127,6 @@ class HeadWatch:
     head is in the first read, so most connections never enter here.
     """
 
-    log = Logger()
-
     def __init__(self, clock: IReactorTime, deadline: float) -> None:
         self.clock = clock
         self.deadline = deadline
@@ -154,13 +151,7 @@ class HeadWatch:
         late = [p for p, at in self.waiting.items() if at <= now]
         for protocol in late:
             del self.waiting[protocol]
-            peer = protocol.ip or str(protocol.addr)
-            self.log.info(
-                "closing {peer}: no complete request head within {deadline:g}s",
-                peer=peer, deadline=self.deadline,
-            )
-            if protocol.transport is not None:
-                protocol.transport.abortConnection()
+            close_slow_head(protocol.transport, protocol.ip or str(protocol.addr), self.deadline)
         if self.waiting:
             self._call = self.clock.callLater(self._period(), self.sweep)
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite import Load, build_loadclient, children, cpu_seconds, free_port, wait_port
+from suite import Load, build_loadclient, cpu_seconds, free_port, wait_children, wait_port
 
 MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 WORKERS = 2
@@ -124,14 +124,7 @@ def main() -> int:
         subprocess.run([nginx, "-c", str(conf)], check=True, stderr=subprocess.DEVNULL)
         wait_port(port)
         master = int((tmp / "nginx.pid").read_text())
-        # The port answers as soon as the master listens; its workers may still be starting,
-        # and a CPU figure that missed one would halve nchan's cost.
-        deadline = time.monotonic() + 10
-        while len(children(master)) < WORKERS:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx did not start its {WORKERS} workers")
-            time.sleep(0.05)
-        pids = [master, *children(master)]
+        pids = [master, *wait_children(master, WORKERS, "nginx")]
 
         def cpu() -> float:
             return sum(cpu_seconds(p) for p in pids)

@@ -74,6 +74,18 @@ def children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def wait_children(pid: int, count: int, what: str, seconds: float = 30.0) -> list[int]:
+    """Wait until process ``pid`` has ``count`` children and return them: a master's port
+    answers once it listens, before its workers run, and a CPU figure taken earlier would
+    miss them."""
+    deadline = time.monotonic() + seconds
+    while len(found := children(pid)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start {count} workers")
+        time.sleep(0.05)
+    return found
+
+
 def resp(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
@@ -195,13 +207,8 @@ class Bench:
              "--processes", str(args.processes)],
         )
         wait_port(self.port)
-        # The port answers once the master listens: wait for the workers too, so that every
-        # CPU figure counts all of them.
-        deadline = time.monotonic() + 30
-        while args.processes > 1 and len(children(self.gateway.pid)) < args.processes:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the gateway did not start {args.processes} workers")
-            time.sleep(0.05)
+        if args.processes > 1:
+            wait_children(self.gateway.pid, args.processes, "the gateway")
         time.sleep(1.0)
         self.pub = socket.create_connection(("127.0.0.1", self.redis_port))
         self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

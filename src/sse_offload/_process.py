@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
+from sse_offload.timers import cancel
+
 __all__ = ["MAX_LINE_BYTES", "ChildProcessService", "LineProcessProtocol", "describe_exit"]
 
 # A line longer than this is logged in pieces, so a child writing without newlines cannot make
@@ -197,8 +199,7 @@ class ChildProcessService(Service):
 
     def _child_stopped(self) -> None:
         """The child has exited after :meth:`_stop_child`: no SIGKILL, fire the Deferreds."""
-        if self._kill_call is not None and self._kill_call.active():
-            self._kill_call.cancel()
+        cancel(self._kill_call)
         self._kill_call = None
         waiters, self._stop_waiters = self._stop_waiters, []
         for d in waiters:

@@ -16,6 +16,8 @@ from twisted.internet.base import DelayedCall
 from twisted.logger import Logger
 from twisted.web import http
 
+from .timers import cancel
+
 #: Seconds a client has to send a whole request head. nginx's client_header_timeout is 60 s;
 #: a browser sends its head in one packet, so 20 s leaves any honest client ample room.
 HEADER_DEADLINE: Final = 20.0
@@ -56,8 +58,7 @@ class DeadlineHTTPChannel(http.HTTPChannel):
         self._head_call = reactor.callLater(self.header_deadline, self._too_slow)
 
     def _disarm(self) -> None:
-        if self._head_call is not None and self._head_call.active():
-            self._head_call.cancel()
+        cancel(self._head_call)
         self._head_call = None
 
     def _too_slow(self) -> None:

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from sse_offload._process import ChildProcessService
+from sse_offload.timers import cancel
 
 __all__ = [
     "READY_TIMEOUT_SECONDS",
@@ -261,8 +262,7 @@ class EmbeddedRedis(ChildProcessService):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._restart_call is not None and self._restart_call.active():
-            self._restart_call.cancel()
+        cancel(self._restart_call)
         self._restart_call = None
         if self._poll is not None:
             self._poll.cancel()

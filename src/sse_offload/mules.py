@@ -29,6 +29,7 @@ from sse_offload._process import (
     LineProcessProtocol,
     describe_exit,
 )
+from sse_offload.timers import cancel
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -123,8 +124,7 @@ class Mule(ChildProcessService):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         for call in (self._restart_call, self._release_call):
-            if call is not None and call.active():
-                call.cancel()
+            cancel(call)
         self._restart_call = self._release_call = None
         return self._stop_child(STOP_GRACE_SECONDS)
 
@@ -259,8 +259,7 @@ class Mule(ChildProcessService):
 
     def _release(self) -> None:
         """Stop holding output back: log what was held (this run differs from the last)."""
-        if self._release_call is not None and self._release_call.active():
-            self._release_call.cancel()
+        cancel(self._release_call)
         self._release_call = None
         if self._holding:
             self._holding = False
@@ -285,8 +284,7 @@ class Mule(ChildProcessService):
             self._delay = RESTART_DELAY_INITIAL
         delay = self._schedule_restart()
         if same_again:
-            if self._release_call is not None and self._release_call.active():
-                self._release_call.cancel()
+            cancel(self._release_call)
             self._release_call = None
             self._holding = False
             self.log.warn(

@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from .redis_address import RedisAddress
 from .sse import KEEPALIVE, Mode, frame, http_chunk
 from .stream import DEFAULT_MAX_PAUSED, SlowClientWatch
+from .timers import cancel
 
 # Reconnect backoff (DESIGN §4.4): start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap
 # matches txredisapi's maxDelay; the start is half of its 1 s so a blip costs little.
@@ -287,8 +288,7 @@ class RedisServerConnection:
 
     def stop(self) -> defer.Deferred[None]:
         self._running = False
-        if self._retry is not None and self._retry.active():  # type: ignore[attr-defined]
-            self._retry.cancel()  # type: ignore[attr-defined]
+        cancel(self._retry)
         self._retry = None
         self._cancel_outage_timer()
         self._cancel_ping()
@@ -414,8 +414,7 @@ class RedisServerConnection:
             listener.close()
 
     def _cancel_outage_timer(self) -> None:
-        if self._outage_call is not None and self._outage_call.active():
-            self._outage_call.cancel()
+        cancel(self._outage_call)
         self._outage_call = None
 
     # --- health -----------------------------------------------------------------------------
@@ -442,8 +441,7 @@ class RedisServerConnection:
         p.transport.abortConnection()
 
     def _cancel_ping(self) -> None:
-        if self._ping_call is not None and self._ping_call.active():
-            self._ping_call.cancel()
+        cancel(self._ping_call)
         self._ping_call = None
 
     def log_failure(self, failure: Failure, why: str) -> None:
@@ -559,8 +557,7 @@ class Hub(Service):
         super().stopService()
         self.watch.stop()
         call = self._keepalive_call
-        if call is not None and call.active():  # type: ignore[attr-defined]
-            call.cancel()  # type: ignore[attr-defined]
+        cancel(call)
         self._keepalive_call = None
         d = self._drain()
         d.addCallback(lambda _: defer.DeferredList([s.stop() for s in self.servers.values()]))

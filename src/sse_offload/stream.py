@@ -25,6 +25,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from .sse import GAP_COMMENT, GAP_EVENT, Mode
+from .timers import cancel
 
 # Plain TCP and unix-socket server transports, whose socket the fast path may write to.
 # Exact types: a subclass (or a TLS layer, which is another object) takes the normal path.
@@ -126,8 +127,7 @@ class SlowClientWatch:
             self._call = self.clock.callLater(1.0, self.sweep)
 
     def stop(self) -> None:
-        if self._call is not None and self._call.active():
-            self._call.cancel()
+        cancel(self._call)
         self._call = None
 
     def sweep(self) -> None:

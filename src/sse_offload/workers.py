@@ -32,6 +32,7 @@ from .listeners import ListenError, ListenSpec, open_sockets, parse_listen, sock
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
 from .options import ConfigurationError, Settings
+from .timers import cancel
 from .worker import spec_argv
 
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
@@ -69,8 +70,7 @@ class WorkerProcess(ChildProcessService):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._restart_call is not None and self._restart_call.active():
-            self._restart_call.cancel()
+        cancel(self._restart_call)
         self._restart_call = None
         return self._stop_child(STOP_GRACE_SECONDS)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import http
 
 from .timers import cancel
@@ -29,10 +31,19 @@ class DeadlineHTTPChannel(http.HTTPChannel):
     """HTTPChannel with a deadline on reading each request head."""
 
     header_deadline: float = HEADER_DEADLINE
-    _head_call: DelayedCall | None = None
-    #: ``(state, outcome)`` of the first request, when the front protocol (front.py) ran
-    #: the request chain on its head before handing the connection over.
-    routed: tuple[Any, Any] | None = None
+    _head_call: IDelayedCall | None = None
+    #: The request chain's result for the first request, when the front protocol
+    #: (front.py) ran the chain on its head before handing the connection over.
+    _routed: Any = None
+
+    def hand_over(self, routed: object) -> None:
+        """The first request of this connection was routed already (``replies.Routed``)."""
+        self._routed = routed
+
+    def take_routed(self) -> Any:
+        """What :meth:`hand_over` gave, once: the first request's GatewayRequest takes it."""
+        routed, self._routed = self._routed, None
+        return routed
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -44,10 +55,10 @@ class DeadlineHTTPChannel(http.HTTPChannel):
 
     def requestDone(self, request: Any) -> None:
         super().requestDone(request)
-        if self.transport is not None and not self.transport.disconnecting:
+        if self.transport is not None and not getattr(self.transport, "disconnecting", False):
             self._arm()  # the next request on a kept-alive connection gets its own deadline
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._disarm()
         super().connectionLost(reason)
 

@@ -17,43 +17,26 @@ way): tests/test_front.py checks that both paths give the rules the same vars.
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from twisted.internet import tcp, unix
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
 
+from .answers import SSE_HEADERS
 from .channel import HEADER_DEADLINE, close_slow_head
-from .routing import cgi_vars
-from .stream import plain_transport
-from .web import SSE_HEADERS
-
-if TYPE_CHECKING:
-    from .stream import SSEStream
-    from .web import GatewayResource
+from .http_vars import MAX_HEAD, head_vars
+from .replies import GatewayRequest, Routed, to_bytes
+from .stream import SSEStream, peer_text, plain_transport
+from .web import GatewayResource
 
 #: Bytes read at once from a new connection: a browser's request head fits many times.
 READ_SIZE: Final = 65536
-#: A first request head longer than this (twisted.web's own limit is 16 KiB), or with more
-#: header lines, goes to twisted.web, which answers it or refuses it as it always has.
-MAX_HEAD: Final = 8192
-MAX_HEADER_LINES: Final = 100
-
-#: RFC 9110 token characters (header names).
-_TCHARS: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-#: ``GET SP target SP HTTP/1.1``, the target a path (origin-form) of printable ASCII
-#: (twisted.web takes a few more bytes, ``*`` and absolute URLs).
-_REQUEST_LINE: Final = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
-#: Headers that twisted.web must handle: a body, 100-continue, a connection to close.
-_NOT_FAST: Final = frozenset({b"content-length", b"transfer-encoding", b"expect"})
-_HOST: Final = http._hostHeaderExpression  # what Request.getRequestHostname matches
-
 _date_second = -1
 _date_text = b""
 
@@ -65,59 +48,6 @@ def http_date(now: float) -> bytes:
     if second != _date_second:
         _date_second, _date_text = second, http.datetimeToString(second)
     return _date_text
-
-
-def parse_head(head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
-    """The target and headers of a ``GET ... HTTP/1.1`` head (without its final CRLFCRLF),
-    or None when the fast path does not take it."""
-    lines = head.split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(lines[0])
-    if match is None or len(lines) > MAX_HEADER_LINES or b"\x00" in head:
-        return None
-    # No CR or LF but the line ends: no folding, no bare LF line ends (twisted.web's rules
-    # for those differ from a strict parser's, so they take such heads).
-    if head.count(b"\r") != len(lines) - 1 or head.count(b"\n") != len(lines) - 1:
-        return None
-    headers = []
-    seen = set()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        lower = name.lower()
-        if not colon or not name or name.translate(None, _TCHARS) or lower in seen:
-            return None  # not a token, or repeated (twisted.web groups repeated names)
-        if lower in _NOT_FAST or (lower == b"connection" and b"close" in value.lower()):
-            return None  # a body needs its decoder; a connection to close, its header
-        seen.add(lower)
-        headers.append((name, value.strip(b" \t")))
-    return match.group(1), headers
-
-
-def head_vars(
-    head: bytes, peer: IAddress, server_port: str, local_host: Callable[[], str | None]
-) -> dict[str, str] | None:
-    """The request vars of a head the fast path takes (None: it does not), as
-    :func:`sse_offload.web.request_vars` makes them from twisted.web's Request.
-    ``local_host()``: the server's address, SERVER_NAME when there is no Host header."""
-    parsed = parse_head(head)
-    if parsed is None:
-        return None
-    target, headers = parsed
-    host = next((value for name, value in headers if name.lower() == b"host"), None)
-    if host is not None:
-        # always matches: Request.getRequestHostname's expression
-        server_name = _HOST.match(host).group("host").decode("utf-8", "surrogateescape")
-    else:
-        local = local_host()
-        if local is None:
-            return None  # a unix socket and no Host: twisted.web's answer
-        server_name = local
-    return cgi_vars(
-        b"GET", target, b"HTTP/1.1", headers,
-        remote_addr=str(getattr(peer, "host", "")),
-        remote_port=str(getattr(peer, "port", "")),
-        server_name=server_name,
-        server_port=server_port,
-    )
 
 
 class HeadWatch:
@@ -159,9 +89,8 @@ class HeadWatch:
 class FrontProtocol(Protocol):
     """The protocol of every connection to the gateway's site (see the module docstring).
 
-    For a stream it started, it is also what :class:`~sse_offload.stream.SSEStream` calls
-    its request: ``write``, ``channel``, ``unregisterProducer``, ``finish``,
-    ``getClientAddress``.
+    For a stream it started, it is also the stream's
+    :class:`~sse_offload.stream.StreamOwner`.
     """
 
     def __init__(self, site: GatewaySite, addr: IAddress) -> None:
@@ -217,31 +146,35 @@ class FrontProtocol(Protocol):
     # --- the first request ------------------------------------------------------------------
     def _first_request(self, buffer: bytes, end: int) -> None:
         transport = self.transport
-        vars = head_vars(
-            buffer[:end], self.addr, self.site.port_of(transport),
-            lambda: str(transport.getHost().host) if isinstance(transport, tcp.Server) else None,
-        )
+        vars = head_vars(buffer[:end], self.addr, self.site.port_of(transport), self._local_host)
         if vars is None:
             self._hand_over(buffer, None)
             return
         resource = self.site.resource
         state = resource.new_state(vars)
         outcome = resource.request_chain(state)
-        if not resource.start_fast(self, state, outcome):
-            self._hand_over(buffer, (state, outcome))
+        if not resource.start_fast(self, self.ip, state, outcome):
+            self._hand_over(buffer, Routed(state, outcome))
 
-    def _hand_over(self, data: bytes, routed: tuple[Any, Any] | None) -> None:
+    def _local_host(self) -> str | None:
+        """SERVER_NAME when the request has no Host header: the address it came to (none
+        on a unix socket, where twisted.web answers such a request itself)."""
+        host = self.transport.getHost()  # type: ignore[union-attr]
+        return str(host.host) if isinstance(host, (IPv4Address, IPv6Address)) else None
+
+    def _hand_over(self, data: bytes, routed: Routed | None) -> None:
         """From now on twisted.web's channel serves this connection, from ``data`` on."""
         protocol = self._delegate(routed)
         if data:
             protocol.dataReceived(data)
 
-    def _delegate(self, routed: tuple[Any, Any] | None = None) -> Any:
+    def _delegate(self, routed: Routed | None = None) -> Any:
         protocol = server.Site.buildProtocol(self.site, self.addr)
-        protocol._channel.routed = routed
+        if routed is not None:
+            protocol._channel.hand_over(routed)
         transport = self.transport
         if plain_transport(transport):
-            transport.protocol = protocol
+            transport.protocol = protocol  # type: ignore[union-attr]
         else:
             # A wrapping transport (TLS) keeps its own reference to us: pass calls through.
             self.dataReceived = protocol.dataReceived  # type: ignore[method-assign]
@@ -249,34 +182,35 @@ class FrontProtocol(Protocol):
         protocol.makeConnection(transport)
         return protocol
 
-    # --- a stream started here ----------------------------------------------------------------
-    def start_stream(self, stream: SSEStream) -> None:
+    # --- the owner of a stream started here (stream.StreamOwner) -----------------------------
+    def open(self, stream: SSEStream) -> None:
         self.stream = stream
         transport = self.transport
         assert isinstance(transport, (tcp.Server, unix.Server))
-        stream.start_on(transport, self.site.stream_head())
-
-    @property
-    def channel(self) -> FrontProtocol:
-        return self
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    def getClientAddress(self) -> IAddress:
-        return self.addr
-
-    def unregisterProducer(self) -> None:
-        self.transport.unregisterProducer()
+        stream.attach(transport, chunked=True, head=self.site.stream_head())
+        transport.registerProducer(stream, True)
 
     def finish(self) -> None:
         """The server ends the stream: the last chunk, then close (no second request)."""
-        self.transport.write(b"0\r\n\r\n")
-        self.transport.loseConnection()
+        transport = self.transport
+        assert transport is not None
+        transport.unregisterProducer()  # type: ignore[attr-defined]
+        transport.write(b"0\r\n\r\n")
+        transport.loseConnection()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def peer(self) -> str:
+        return peer_text(self.addr)
 
 
 class GatewaySite(server.Site):
-    """twisted.web's Site, whose connections start with a :class:`FrontProtocol`."""
+    """twisted.web's Site, whose connections start with a :class:`FrontProtocol`, and whose
+    requests are :class:`~sse_offload.replies.GatewayRequest`."""
+
+    requestFactory = GatewayRequest
 
     def __init__(
         self, resource: GatewayResource, header_deadline: float = HEADER_DEADLINE, **kw: Any
@@ -287,7 +221,7 @@ class GatewaySite(server.Site):
         self._ports: dict[object, str] = {}
         self._head_start = b"HTTP/1.1 200 OK\r\nServer: " + server.version + b"\r\nDate: "
         self._head_end = b"".join(
-            b"\r\n" + name + b": " + value for name, value in SSE_HEADERS
+            b"\r\n" + to_bytes(name) + b": " + to_bytes(value) for name, value in SSE_HEADERS
         ) + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
 
     def buildProtocol(self, addr: IAddress) -> FrontProtocol:  # type: ignore[override]
@@ -297,11 +231,14 @@ class GatewaySite(server.Site):
         """The head of a stream the request chain offloaded (what twisted.web would send)."""
         return self._head_start + http_date(time.time()) + self._head_end
 
-    def port_of(self, transport: tcp.Server | unix.Server) -> str:
-        """SERVER_PORT: the listening port (one getsockname per listening socket)."""
-        if not isinstance(transport, tcp.Server):
-            return ""
-        port = self._ports.get(transport.server)
+    def port_of(self, transport: object) -> str:
+        """SERVER_PORT: the listening port (one getsockname per listening socket); empty
+        for a unix socket (twisted.web's unix.Server is a tcp.Server, whose host address
+        has no port: look at the address, not the class)."""
+        listener = getattr(transport, "server", None)
+        port = self._ports.get(listener)
         if port is None:
-            port = self._ports[transport.server] = str(transport.getHost().port)
+            host = transport.getHost()  # type: ignore[attr-defined]
+            port = str(host.port) if isinstance(host, (IPv4Address, IPv6Address)) else ""
+            self._ports[listener] = port
         return port

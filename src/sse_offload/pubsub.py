@@ -1,22 +1,26 @@
 """The pub/sub hub: one subscriber connection per Redis server, one SUBSCRIBE per channel.
 
-However many clients listen to a channel, this process holds one subscription for it
-(DESIGN §4.1), refcounted by its listeners: SUBSCRIBE when the first arrives, UNSUBSCRIBE when
-the last leaves. A message is framed once per (mode, wire) group and the same bytes are
-written to every listener of the group; messages that arrive in one Redis read go out as one
-write per listener (DESIGN §3).
+The hub knows Redis servers and channels, nothing of HTTP or SSE. However many clients
+listen to a channel, this process holds one subscription for it (docs/architecture.md,
+difference 1; the original plugin opened a Redis connection per client). What it holds per
+channel is a :class:`Subscription` made by the stream layer (``broadcast.ChannelFanout``):
+the hub SUBSCRIBEs when a channel's first listener arrives, UNSUBSCRIBEs when its last one
+leaves, and hands each subscription the messages of one Redis read as one batch
+(``deliver``), which frames them once and writes the same bytes to every listener.
 
-The hub owns reconnection (DESIGN §4.4): txredisapi 1.6.0 reconnects on its own but never
-resubscribes and cannot be given a clock (libraries.md §1.4), so the hub runs its own retry
-loop over txredisapi's protocol class and resubscribes every channel that has listeners.
+The hub owns reconnection (difference 4): txredisapi 1.6.0 reconnects on its own but never
+resubscribes the channels, and its retry loop cannot be given a clock for tests, so the hub
+runs its own retry loop over txredisapi's protocol class and resubscribes every channel that
+has listeners. What an outage means to the streams (a gap notice, closing them when it lasts
+too long) is the stream layer's business: the hub tells its :class:`HubEvents`.
 """
 
 from __future__ import annotations
 
 import collections
 import random
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Final, Protocol
 
 import hiredis
 import txredisapi
@@ -30,36 +34,27 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .redis_address import RedisAddress
-from .sse import KEEPALIVE, Mode, frame, http_chunk
-from .stream import DEFAULT_MAX_PAUSED, SlowClientWatch
 from .timers import cancel
 
-# Reconnect backoff (DESIGN §4.4): start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap
-# matches txredisapi's maxDelay; the start is half of its 1 s so a blip costs little.
+# Reconnect backoff: start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap matches
+# txredisapi's maxDelay; the start is half of its 1 s so a blip costs little, and the jitter
+# keeps many gateway processes from reconnecting to a restarted Redis in the same instant.
 BACKOFF_INITIAL: Final = 0.5
 BACKOFF_FACTOR: Final = 1.5
 BACKOFF_JITTER: Final = 0.10
 BACKOFF_MAX: Final = 10.0
 #: Connect timeout for a Redis server; a SYN to a dead host should not stall a retry for long.
 CONNECT_TIMEOUT: Final = 5.0
-#: The keepalive default (DESIGN §4.6); 15 s is nchan's and Mercure's heartbeat interval.
-DEFAULT_KEEPALIVE: Final = 15.0
 #: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
 #: connection is dropped and made again: txredisapi has no health check, and a half-open TCP
 #: connection (a Redis host that vanished) would otherwise look alive until the kernel's
-#: 15-minute retransmission timeout (libraries.md §1.4).
+#: 15-minute retransmission timeout.
 PING_INTERVAL: Final = 10.0
 #: Larger payloads are dropped (and counted): a stream's backlog cap (stream.py) is 1 MiB
 #: too, so a bigger message could not reach a client that is even slightly behind, and one
 #: hostile publish must not cost every listener a copy in its kernel buffer.
 DEFAULT_MAX_MESSAGE: Final = 1 << 20
-#: On shutdown, streams are closed over this many seconds, in steps of DRAIN_STEP; a
-#: systemd unit's default stop timeout (90 s) leaves ample room.
-DEFAULT_DRAIN: Final = 5.0
-DRAIN_STEP: Final = 0.1
 PING_TIMEOUT: Final = 5.0
-
-_CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
 
 
 def backoff_delay(attempt: int, rand: Callable[[], float] = random.random) -> float:
@@ -76,77 +71,42 @@ def encode_command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-class Listener(Protocol):
-    """What the hub writes to: one SSE client (see stream.SSEStream)."""
+class Subscription(Protocol):
+    """What the hub holds for one subscribed channel: its listeners, as the stream layer
+    groups them (``broadcast.ChannelFanout``). The hub only adds, removes, counts and
+    delivers; what a listener is, and how a message reaches it, it does not know."""
 
-    mode: Mode
-    chunked: bool
-    wrote: bool
-    gap: bytes | None  # the notice after a Redis outage (framed, unchunked), or None
+    def add(self, listener: Any) -> None: ...
 
-    def send(self, data: bytes) -> None:
-        """Write ``data`` (already framed for this listener's mode and wire) to the client."""
+    def remove(self, listener: Any) -> None: ...
 
-    def close(self) -> None:
-        """End the stream from the server side."""
+    def __len__(self) -> int: ...
 
+    def deliver(self, payloads: list[bytes]) -> None:
+        """The messages of one Redis read for this channel, in order."""
 
-GroupKey = tuple[Mode, bool]
+    def listeners(self) -> Iterable[Any]: ...
 
 
-class Channel:
-    """The listeners of one channel on one server, grouped by (mode, chunked wire)."""
+class HubEvents(Protocol):
+    """What the stream layer hears of a Redis server's outages."""
 
-    __slots__ = ("groups", "name")
+    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
+        """``server`` is connected again after ``seconds`` of outage, its channels
+        resubscribed: what was published meanwhile is lost (pub/sub keeps nothing)."""
 
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.groups: dict[GroupKey, dict[Listener, None]] = {}
-
-    def add(self, listener: Listener) -> None:
-        key = (listener.mode, listener.chunked)
-        self.groups.setdefault(key, {})[listener] = None
-
-    def remove(self, listener: Listener) -> None:
-        key = (listener.mode, listener.chunked)
-        group = self.groups.get(key)
-        if group is not None:
-            group.pop(listener, None)
-            if not group:
-                del self.groups[key]
-
-    def __len__(self) -> int:
-        return sum(len(g) for g in self.groups.values())
-
-    def deliver(self, payloads: list[bytes]) -> tuple[int, int]:
-        """Frame ``payloads`` once per group and write the same bytes to each listener.
-
-        Returns (writes, bytes written) for the counters.
-        """
-        framed: dict[Mode, bytes] = {}
-        writes = written = 0
-        for (mode, chunked), group in tuple(self.groups.items()):
-            body = framed.get(mode)
-            if body is None:
-                body = framed[mode] = frame(payloads, mode)
-            if not body:
-                continue
-            data = http_chunk(body) if chunked else body
-            # A snapshot: a write may abort a slow listener, which removes it from the group.
-            listeners = tuple(group)
-            for listener in listeners:
-                listener.send(data)
-            writes += len(listeners)
-            written += len(listeners) * len(data)
-        return writes, written
+    def redis_expired(self, server: RedisServerConnection) -> None:
+        """``server`` has been unreachable for longer than the hub's ``outage_limit``."""
 
 
 class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
     """txredisapi's subscriber protocol (AUTH, SELECT, PING), fed by our own hiredis reader.
 
-    Every complete reply in a read is handled (DESIGN §4.2); messages of one read are handed
-    to the server as one batch. (Un)subscribe confirmations are consumed here, so the
-    multi-channel desync of txredisapi's reply queue (libraries.md §1.2) cannot occur.
+    Every complete reply in a read is handled (the original plugin handled one reply per
+    read and so lagged a message behind, difference 2); messages of one read are handed to
+    the server as one batch. (Un)subscribe confirmations are consumed here: txredisapi
+    queues one reply per (UN)SUBSCRIBE command but Redis sends one per channel, so its reply
+    queue goes out of step as soon as a command names several channels.
     """
 
     server: RedisServerConnection
@@ -230,7 +190,8 @@ class _HubFactory(protocol.Factory):
             convertNumbers=False,
             password=a.password,
             username=a.username,
-            # pub/sub channels span every logical database: never SELECT (libraries.md §1.3)
+            # pub/sub channels span every logical database: a SELECT would only cost a
+            # round trip (and fail on a Redis that has one database)
             dbid=None,
             replyTimeout=None,
         )
@@ -263,7 +224,7 @@ class RedisServerConnection:
     def __init__(self, hub: Hub, address: RedisAddress) -> None:
         self.hub = hub
         self.address = address
-        self.channels: dict[bytes, Channel] = {}
+        self.channels: dict[bytes, Subscription] = {}
         self.protocol: _HubProtocol | None = None
         self._factory = _HubFactory(self)
         self._attempt = 0
@@ -384,34 +345,19 @@ class RedisServerConnection:
             self._outage_call = self.hub.clock.callLater(limit, self._outage_expired)
 
     def _outage_ends(self) -> None:
-        """Back after an outage: tell every sse stream that messages may have been lost."""
+        """Back after an outage: the stream layer tells its streams about the gap."""
         assert self.outage_started is not None
         seconds = self.hub.clock.seconds() - self.outage_started
         self.outage_started = None
         self._expired = False
         self._cancel_outage_timer()
         self.hub.stats["redis_reconnects"] += 1
-        listeners = [x for x in self.listeners() if x.gap is not None]
-        for listener in listeners:
-            gap = listener.gap
-            assert gap is not None
-            listener.send(http_chunk(gap) if listener.chunked else gap)
-        self.log.info(
-            "redis {server} is back after {seconds:.1f}s; told {count} stream(s) about the gap",
-            server=self, seconds=seconds, count=len(listeners),
-        )
+        self.hub.events.redis_back(self, seconds)
 
     def _outage_expired(self) -> None:
         self._outage_call = None
         self._expired = True
-        listeners = list(self.listeners())
-        self.log.warn(
-            "redis {server} has been unreachable for {limit}s: closing {count} stream(s)",
-            server=self, limit=self.hub.outage_limit, count=len(listeners),
-        )
-        self.hub.stats["streams_closed_outage"] += len(listeners)
-        for listener in listeners:
-            listener.close()
+        self.hub.events.redis_expired(self)
 
     def _cancel_outage_timer(self) -> None:
         cancel(self._outage_call)
@@ -448,23 +394,26 @@ class RedisServerConnection:
         self.log.failure("{why} ({server})", failure, why=why, server=self)
 
     # --- channels ----------------------------------------------------------------------
-    def add(self, channel: bytes, listener: Listener) -> None:
+    def add(self, channel: bytes, listener: object) -> bool:
+        """``listener`` joins ``channel`` (SUBSCRIBE if it is the first). False: it was not
+        added, the server has been unreachable for longer than the outage limit (a new
+        stream does not wait either)."""
         if self._expired:
-            listener.close()  # the outage outlasted the limit: new streams do not wait either
-            return
-        ch = self.channels.get(channel)
-        if ch is None:
-            ch = self.channels[channel] = Channel(channel)
+            return False
+        sub = self.channels.get(channel)
+        if sub is None:
+            sub = self.channels[channel] = self.hub.subscription(channel)
             if self.protocol is not None:
                 self.protocol.write_commands([encode_command(b"SUBSCRIBE", channel)])
-        ch.add(listener)
+        sub.add(listener)
+        return True
 
-    def remove(self, channel: bytes, listener: Listener) -> None:
-        ch = self.channels.get(channel)
-        if ch is None:
+    def remove(self, channel: bytes, listener: object) -> None:
+        sub = self.channels.get(channel)
+        if sub is None:
             return
-        ch.remove(listener)
-        if not ch.groups:
+        sub.remove(listener)
+        if not sub:
             del self.channels[channel]
             # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
             if self.protocol is not None:
@@ -476,35 +425,48 @@ class RedisServerConnection:
         stats["messages_dropped_too_large"] += 1
         if stats["messages_dropped_too_large"] % 100 == 1:
             self.log.warn(
-                "dropped a {size}-byte message on {channel!r} from {server}: over the "
+                "dropped a {size}-byte message on {channel} from {server}: over the "
                 "{limit}-byte limit ({count} so far)",
-                size=size, channel=channel, server=self, limit=self.hub.max_message_size,
-                count=stats["messages_dropped_too_large"],
+                size=size, channel=show_channel(channel), server=self,
+                limit=self.hub.max_message_size, count=stats["messages_dropped_too_large"],
             )
 
     def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
+        """The messages of one read, grouped by channel, each group to its subscription."""
         channels = self.channels
-        stats = self.hub.stats
-        stats["messages_received"] += len(batch)
+        self.hub.stats["messages_received"] += len(batch)
+        if len(batch) == 1:
+            name, payload = batch[0]
+            sub = channels.get(name)
+            if sub is not None:
+                sub.deliver([payload])
+            return
         by_channel: dict[bytes, list[bytes]] = {}
         for name, payload in batch:
             by_channel.setdefault(name, []).append(payload)
         for name, payloads in by_channel.items():
-            ch = channels.get(name)
-            if ch is not None:
-                writes, written = ch.deliver(payloads)
-                stats["messages_delivered"] += writes * len(payloads)
-                stats["stream_writes"] += writes
-                stats["bytes_written"] += written
+            sub = channels.get(name)
+            if sub is not None:
+                sub.deliver(payloads)
 
-    def listeners(self) -> Iterable[Listener]:
-        for ch in self.channels.values():
-            for group in ch.groups.values():
-                yield from group
+    def listeners(self) -> Iterator[Any]:
+        """Every listener of every channel of this server."""
+        for sub in self.channels.values():
+            yield from sub.listeners()
+
+
+def show_channel(channel: bytes) -> str:
+    """A channel name for a log line: its text (undecodable bytes escaped), not ``b'...'``."""
+    return channel.decode("utf-8", "backslashreplace")
 
 
 class Hub(Service):
-    """All Redis servers this process subscribes on, and the keepalive timer of all streams."""
+    """All Redis servers this process subscribes on.
+
+    ``subscription(channel)`` makes what the hub holds per channel (the stream layer's
+    fan-out); ``events`` hears of outages. Both are set by the stream layer
+    (:class:`sse_offload.broadcast.Broadcaster`) before the hub starts.
+    """
 
     log = Logger()
 
@@ -512,29 +474,26 @@ class Hub(Service):
         self,
         reactor: IReactorTime,
         default_address: RedisAddress | None = None,
-        keepalive: float = DEFAULT_KEEPALIVE,
         implicit_default: bool = False,
         clock: IReactorTime | None = None,
         outage_limit: float | None = None,
-        max_paused: float = DEFAULT_MAX_PAUSED,
         max_message_size: int = DEFAULT_MAX_MESSAGE,
-        drain: float = DEFAULT_DRAIN,
+        stats: collections.Counter[str] | None = None,
     ) -> None:
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.default_address = default_address
-        self.keepalive = keepalive
         self.servers: dict[tuple[object, ...], RedisServerConnection] = {}
         #: Seconds a server may stay unreachable before its streams are closed (None: never).
         self.outage_limit = outage_limit
-        #: Counters for the log and, later, /metrics.
-        self.stats: collections.Counter[str] = collections.Counter()
+        #: Counters for the log and /metrics, shared with the stream layer and the front.
+        self.stats: collections.Counter[str] = (
+            stats if stats is not None else collections.Counter()
+        )
         self.max_message_size = max_message_size
-        self.drain = drain
-        #: Streams whose clients stopped reading, and since when (one timer for all).
-        self.watch = SlowClientWatch(self.clock, max_paused, self.stats)
+        self.subscription: Callable[[bytes], Subscription] = _no_subscriptions
+        self.events: HubEvents = _NoEvents()
         self._implicit_default = implicit_default
-        self._keepalive_call: object | None = None
 
     def is_implicit_default(self, address: RedisAddress) -> bool:
         return (
@@ -549,51 +508,13 @@ class Hub(Service):
             self.server(self.default_address)  # connect now: the log says at once if it is down
         for server in self.servers.values():
             server.start()
-        if self.keepalive > 0:
-            self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
-        self.watch.start()
 
     def stopService(self) -> defer.Deferred[object]:
         super().stopService()
-        self.watch.stop()
-        call = self._keepalive_call
-        cancel(call)
-        self._keepalive_call = None
-        d = self._drain()
-        d.addCallback(lambda _: defer.DeferredList([s.stop() for s in self.servers.values()]))
-        return d
-
-    def _drain(self) -> defer.Deferred[None]:
-        """Close every stream, spread over ``drain`` seconds, each ``sse`` one after a
-        ``retry:`` hint, so a restart does not bring every client back in the same instant."""
-        listeners = [x for server in self.servers.values() for x in server.listeners()]
-        if not listeners:
-            return defer.succeed(None)
-        random.shuffle(listeners)
-        retry_ms = max(1000, int(self.drain * 1000))
-        for listener in listeners:
-            if listener.mode is Mode.SSE:
-                # A reconnection delay of its own for each client, up to twice the drain period.
-                hint = b"retry: %d\n\n" % random.randint(retry_ms // 2, retry_ms * 2)
-                listener.send(http_chunk(hint) if listener.chunked else hint)
-        self.log.info(
-            "closing {count} stream(s) over {drain}s", count=len(listeners), drain=self.drain
+        d: defer.Deferred[object] = defer.DeferredList(
+            [s.stop() for s in self.servers.values()]
         )
-        steps = max(1, int(self.drain / DRAIN_STEP))
-        per_step = -(-len(listeners) // steps)
-        done: defer.Deferred[None] = defer.Deferred()
-
-        def close_some() -> None:
-            batch, listeners[:] = listeners[:per_step], listeners[per_step:]
-            for listener in batch:
-                listener.close()
-            if listeners:
-                self.clock.callLater(DRAIN_STEP, close_some)
-            else:
-                done.callback(None)
-
-        close_some()
-        return done
+        return d
 
     def server(self, address: RedisAddress) -> RedisServerConnection:
         """The connection for ``address``, created (and started, if running) on first use."""
@@ -604,19 +525,19 @@ class Hub(Service):
                 server.start()
         return server
 
-    def subscribe(
-        self, address: RedisAddress, channel: bytes, listener: Listener
-    ) -> Callable[[], None]:
-        """Add ``listener`` to ``channel`` on ``address``; returns the function that removes it."""
-        server = self.server(address)
-        server.add(channel, listener)
-        return lambda: server.remove(channel, listener)
-
-    def _keepalive_tick(self) -> None:
-        """One timer for every stream: a comment to each ``sse`` stream idle since the last tick."""
+    def listeners(self) -> Iterator[Any]:
+        """Every listener on every server."""
         for server in self.servers.values():
-            for listener in list(server.listeners()):
-                if listener.mode is Mode.SSE and not listener.wrote:
-                    listener.send(_CHUNKED_KEEPALIVE if listener.chunked else KEEPALIVE)
-                listener.wrote = False
-        self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+            yield from server.listeners()
+
+
+def _no_subscriptions(channel: bytes) -> Subscription:
+    raise RuntimeError("the hub has no stream layer: set Hub.subscription before use")
+
+
+class _NoEvents:
+    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
+        pass
+
+    def redis_expired(self, server: RedisServerConnection) -> None:
+        pass

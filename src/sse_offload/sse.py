@@ -1,8 +1,9 @@
 """Server-Sent Events framing: pure functions from a payload to wire bytes.
 
-DESIGN §4.5: a payload is split on every SSE line terminator (``\\r\\n``, ``\\r``, ``\\n``),
-so a published payload can never inject ``event:``/``id:``/``retry:`` fields; the original
-split on ``\\n`` only and let ``\\r`` through. An empty payload sends nothing, as the original.
+A payload is split on every SSE line terminator (``\\r\\n``, ``\\r``, ``\\n``), so a
+published payload can never inject ``event:``/``id:``/``retry:`` fields; the original plugin
+split on ``\\n`` only and let ``\\r`` through (docs/architecture.md, difference 5). An empty
+payload sends nothing, as the original.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Final
 # One pattern, compiled once: the three SSE line terminators (WHATWG HTML §9.2.5).
 _LINE_BREAK: Final = re.compile(rb"\r\n|\r|\n")
 
-#: The keepalive comment of an idle ``sse`` stream (DESIGN §4.6).
+#: The keepalive comment of an idle ``sse`` stream (docs/architecture.md, difference 6).
 KEEPALIVE: Final = b":\n\n"
 
 #: Sent to ``sse`` streams once the hub is back after a Redis outage: what was published
@@ -44,7 +45,8 @@ def frame_sse(payload: bytes) -> bytes:
 
 
 def frame_raw(payload: bytes) -> bytes:
-    """``sseraw``: the payload verbatim (the original binary ignored the flag, DESIGN §4.3)."""
+    """``sseraw``: the payload verbatim, as the original plugin documents it (its binary
+    ignored the flag and framed anyway)."""
     return payload
 
 
@@ -57,6 +59,11 @@ def frame(payloads: list[bytes], mode: Mode) -> bytes:
     if len(payloads) == 1:
         return framer(payloads[0])
     return b"".join([framer(p) for p in payloads])
+
+
+def retry_field(ms: int) -> bytes:
+    """A ``retry:`` field on its own: the reconnection delay an EventSource is to use."""
+    return b"retry: %d\n\n" % ms
 
 
 def http_chunk(body: bytes) -> bytes:

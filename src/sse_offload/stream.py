@@ -1,10 +1,14 @@
-"""One SSE client: a twisted.web request turned into a long-lived stream.
+"""One SSE client: a response turned into a long-lived stream.
 
-The hub writes shared, already-framed bytes (DESIGN §3). ``Request.write`` would build an
-HTTP/1.1 chunk per call and per listener, so for HTTP/1.x the stream writes to the
-connection's transport directly: the hub hands it a complete chunk (``size CRLF frame CRLF``)
-for HTTP/1.1 or the bare frame for HTTP/1.0 (a close-delimited body). HTTP/2 streams go
-through ``request.write``, which frames DATA itself.
+The fan-out (broadcast.py) writes shared, already-framed bytes. twisted.web's
+``Request.write`` would build an HTTP/1.1 chunk per call and per listener, so for HTTP/1.x a
+stream writes to the connection's transport directly: the fan-out hands it a complete chunk
+(``size CRLF frame CRLF``) for HTTP/1.1 or the bare frame for HTTP/1.0 (a close-delimited
+body). HTTP/2 streams go through ``request.write``, which frames DATA itself.
+
+A stream does not know which HTTP code serves its client: its :class:`StreamOwner` sends
+the head, attaches the stream to the connection and reports the end. Two owners exist: the
+front protocol's fast path (front.py) and twisted.web's Request (offload.RequestOwner).
 """
 
 from __future__ import annotations
@@ -15,13 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from typing import Protocol
+
 from twisted.internet import tcp, unix
 from twisted.internet.base import DelayedCall
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
-from twisted.web.server import Request
 from zope.interface import implementer
 
 from .sse import GAP_COMMENT, GAP_EVENT, Mode
@@ -96,10 +99,31 @@ def tune_port(port: object) -> bool:
     return True
 
 
-def _peer(request: Request) -> str:
-    address = request.getClientAddress()
+def peer_text(address: object) -> str:
+    """``host:port`` of a client address, for log lines (a unix peer: its repr)."""
     host = getattr(address, "host", None)
     return f"{host}:{getattr(address, 'port', '')}" if host else str(address)
+
+
+class StreamOwner(Protocol):
+    """The HTTP side of one stream: what :class:`SSEStream` asks of the code serving the
+    connection (the front protocol, or twisted.web's Request through offload.RequestOwner).
+    """
+
+    def open(self, stream: SSEStream) -> None:
+        """Send the response head and attach ``stream`` to the connection
+        (:meth:`SSEStream.attach` or :meth:`SSEStream.attach_writer`, then register it as
+        the transport's push producer); from then on, call ``stream.finished()`` when the
+        connection ends."""
+
+    def finish(self) -> None:
+        """End the response cleanly from the server side (the stream is closing)."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, without flushing what is buffered."""
+
+    def peer(self) -> str:
+        """The client, for the stream's log line."""
 
 
 class SlowClientWatch:
@@ -148,7 +172,7 @@ DEFAULT_MAX_QUEUED: Final = 1 << 20
 
 @implementer(IPushProducer)
 class SSEStream:
-    """A request streaming messages of one channel; registered as the request's producer.
+    """A response streaming messages of one channel; the connection's push producer.
 
     Twisted pauses the producer when the transport buffers more than 64 KiB; from then on the
     stream counts what it writes, and a client whose backlog passes ``max_queued`` is aborted
@@ -158,24 +182,24 @@ class SSEStream:
     log = Logger()
     __slots__ = (
         "_send", "_transport", "_write", "channel", "chunked", "closed", "gap", "max_queued",
-        "mode", "on_close", "paused", "queued", "request", "sent", "started", "watch", "wrote",
+        "mode", "on_close", "owner", "paused", "queued", "sent", "started", "watch", "wrote",
     )
 
     def __init__(
         self,
-        request: Request,
+        owner: StreamOwner,
         mode: Mode,
         max_queued: int = DEFAULT_MAX_QUEUED,
         gap_event: bool = False,
         watch: SlowClientWatch | None = None,
     ) -> None:
-        self.request = request
+        self.owner = owner
         self.watch = watch
         self.channel = b""  # for the log line at the end
         self.sent = 0
         self.started = watch.clock.seconds() if watch is not None else time.time()
         self.mode = mode
-        #: What the hub sends after a Redis outage: raw streams get nothing.
+        #: What the stream gets after a Redis outage: raw streams get nothing.
         self.gap: bytes | None = None
         if mode is Mode.SSE:
             self.gap = GAP_EVENT if gap_event else GAP_COMMENT
@@ -186,33 +210,19 @@ class SSEStream:
         self.wrote = False
         self.closed = False
         self.on_close: Callable[[], None] | None = None
-        self._write: Callable[[bytes], None] = request.write
+        self._write: Callable[[bytes], None] = _not_attached
         self._transport: tcp.Connection | None = None
         self._send: Callable[[bytes], int] | None = None
 
     def start(self) -> None:
-        """Send the response head (set by the caller) and start listening for the end."""
-        request = self.request
-        request.write(b"")  # an empty write sends the head, and nothing else (DESIGN §4.6)
-        channel = request.channel
-        if isinstance(channel, HTTPChannel):
-            self.chunked = bool(request.chunked)
-            self._use(channel.transport)
-        request.registerProducer(self, True)
-        request.notifyFinish().addBoth(self._finished)
+        """Send the response head (the owner has it) and start listening for the end."""
+        self.owner.open(self)
 
-    def start_on(self, transport: tcp.Server | unix.Server, head: bytes) -> None:
-        """Start an HTTP/1.1 stream whose request twisted.web never saw (front.py): send
-        ``head``, a complete chunked response head; the owner reports the end to
-        :meth:`finished`."""
-        self.chunked = True
-        self._use(transport)
-        self._write(head)
-        transport.registerProducer(self, True)
-
-    def _use(self, transport: object) -> None:
-        """Write to the connection's transport, and straight to its socket when it is a plain
-        one (TCP or unix, no TLS)."""
+    def attach(self, transport: object, chunked: bool, head: bytes = b"") -> None:
+        """Write to the connection's transport, straight to its socket when it is a plain
+        one (TCP or unix, no TLS); ``chunked``: the wire is HTTP/1.1 chunked. ``head``, if
+        any, is written first (a head the owner built itself)."""
+        self.chunked = chunked
         self._write = transport.write  # type: ignore[attr-defined]
         if plain_transport(transport):
             assert isinstance(transport, _FAST_TRANSPORTS)
@@ -223,6 +233,12 @@ class SSEStream:
                 # A listener the gateway did not open itself: tuned now for the connections
                 # to come; this one was accepted before.
                 tune_socket(transport.socket)
+        if head:
+            self._write(head)
+
+    def attach_writer(self, write: Callable[[bytes], None]) -> None:
+        """Write through ``write`` (an HTTP/2 request's, which frames DATA itself)."""
+        self._write = write
 
     def send(self, data: bytes) -> None:
         """Write shared bytes. The hot path: one write and a buffer check."""
@@ -285,22 +301,17 @@ class SSEStream:
         if self.closed:
             return
         self._detach(reason, why)
-        transport = self.request.channel.transport if self.request.channel else None
-        if transport is not None:
-            abort = getattr(transport, "abortConnection", transport.loseConnection)
-            abort()
+        self.owner.abort()
 
     def close(self, reason: str = "server") -> None:
         """End the stream cleanly from the server side."""
         if self.closed:
             return
         self._detach(reason, "closed by the gateway")
-        request = self.request
-        request.unregisterProducer()
-        request.finish()
+        self.owner.finish()
 
     def _detach(self, reason: str, why: str) -> None:
-        """The stream ends: leave the hub, count it, and say so in the log.
+        """The stream ends: leave its channel, count it, and say so in the log.
 
         twisted.web logs a request only at ``finish()``, which a stream the client left never
         reaches: this line is the stream's access log.
@@ -318,20 +329,21 @@ class SSEStream:
             on_close()
         # Formatted here: twisted.logger's formatting of a many-field format string (a pure
         # Python string.Formatter) cost more than the rest of a stream's end.
-        peer, duration = _peer(self.request), now - self.started
+        peer, duration = self.owner.peer(), now - self.started
+        channel = self.channel.decode("utf-8", "backslashreplace")
         self.log.info(
             "{line}",
-            line=f"stream {self.channel!r} of {peer} ended after {duration:.1f}s and "
+            line=f"stream {channel} of {peer} ended after {duration:.1f}s and "
             f"{self.sent} bytes: {why}",
             channel=self.channel, peer=peer, duration=duration, sent=self.sent, why=why,
             reason=reason,
         )
 
-    def _finished(self, result: Failure | None) -> None:
-        # notifyFinish: the client went away (errback), or close() finished the request.
-        self.finished()
-
     def finished(self) -> None:
-        """The connection ended (or close() ended the response)."""
+        """The connection ended (or close() ended the response): the owner reports it."""
         if not self.closed:
             self._detach("client", "the client went away")
+
+
+def _not_attached(data: bytes) -> None:
+    raise RuntimeError("stream written to before its owner attached it to a connection")

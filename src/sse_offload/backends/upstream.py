@@ -1,6 +1,8 @@
 """The upstream HTTP proxy: requests go to an app server (gunicorn, Django's runserver).
 
-Built on ``twisted.web.client.Agent`` (libraries.md §2.5): the upstream's head arrives
+Built on ``twisted.web.client.Agent``, not twisted.web's ReverseProxyResource, which speaks
+HTTP/1.0 upstream, has no back-pressure (it buffered 200 MiB for one slow client when
+measured) and never closes the upstream when the client leaves. The upstream's head arrives
 before its body, so the response side decides between a stream and a pass-through before
 any body byte is read; the body is relayed with the upstream connection registered as the
 client request's producer, so a slow client pauses the upstream and memory stays bounded.
@@ -27,7 +29,7 @@ from twisted.web.server import Request
 from sse_offload.routing import RequestState
 
 if TYPE_CHECKING:
-    from sse_offload.web import GatewayResource
+    from sse_offload.backends import AppHead
 
 log = Logger()
 
@@ -221,7 +223,7 @@ class UpstreamBackend(service.Service):
         service.Service.stopService(self)
         return self.pool.closeCachedConnections()
 
-    def serve(self, request: Request, state: RequestState, front: GatewayResource) -> None:
+    def serve(self, request: Request, state: RequestState, front: AppHead) -> None:
         """Send ``request`` upstream; the head goes to ``front.app_head``."""
         if request.getHeader(b"upgrade") is not None:
             log.info("refused an upgrade ({what}) for {uri}: not proxied",

@@ -1,4 +1,4 @@
-"""The ``uwsgi`` module an in-process app imports (seed-behaviour §6.1, §7.4).
+"""The ``uwsgi`` module an in-process app imports, as apps written for the uWSGI plugin do.
 
 Only what apps written for uwsgi-sse-offload use: ``add_var`` (a request var the final
 chain sees, for the calling request only), ``opt`` (the ini options; libraries detect uWSGI

@@ -1,7 +1,8 @@
 """The in-process WSGI host: the app runs in a thread pool of its own.
 
 twisted.web's ``WSGIResource`` applies the app's head and finishes the request itself, with
-no hook to hand the connection elsewhere (libraries.md §2.6). The host subclasses the
+no hook to hand the connection elsewhere (it calls ``request.finish()`` when the app's
+iterable ends). The host subclasses the
 private ``_WSGIResponse`` and intercepts ``_sendResponseHeaders``, which runs in the
 reactor thread just before the first body write or at the end: there the front resource
 runs the response side and either passes the response through or turns the request into a
@@ -33,7 +34,7 @@ from sse_offload.backends import uwsgi_compat
 from sse_offload.routing import RequestState
 
 if TYPE_CHECKING:
-    from sse_offload.web import GatewayResource
+    from sse_offload.backends import AppHead
 
 log = Logger()
 
@@ -172,7 +173,7 @@ class GatewayWSGIResponse(wsgi._WSGIResponse):  # type: ignore[misc]
         application: WSGIApp,
         request: Request,
         state: RequestState,
-        front: GatewayResource,
+        front: AppHead,
     ) -> None:
         super().__init__(reactor, threadpool, application, request)
         self.state = state
@@ -249,6 +250,6 @@ class WSGIBackend(service.Service):
         service.Service.stopService(self)
         self.pool.stop()
 
-    def serve(self, request: Request, state: RequestState, front: GatewayResource) -> None:
+    def serve(self, request: Request, state: RequestState, front: AppHead) -> None:
         """Run the app for ``request`` in the pool."""
         GatewayWSGIResponse(self.reactor, self.pool, self.app, request, state, front).start()

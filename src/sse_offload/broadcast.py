@@ -1,0 +1,238 @@
+"""The stream layer's side of the hub: fan-out per channel, and what all streams share.
+
+The hub (pubsub.py) knows Redis servers and channels; this module knows SSE streams.
+
+- :class:`ChannelFanout` is what the hub holds for each subscribed channel: its streams,
+  grouped by (mode, wire). A batch of messages is framed once per group and the same bytes
+  object is written to every stream of the group (an HTTP/1.1 chunk is built once, not per
+  listener): the per-message hot path.
+- :class:`Broadcaster` is the service over all streams of the process: one keepalive timer
+  for every stream (not a timer per connection), the slow-client watch, the notice after a
+  Redis outage, closing streams whose Redis stays away too long, and the drain on shutdown.
+  It starts and stops the hub it serves.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Iterator
+from typing import Final, Protocol
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.base import DelayedCall
+from twisted.logger import Logger
+
+from .pubsub import Hub, RedisServerConnection
+from .redis_address import RedisAddress
+from .sse import KEEPALIVE, Mode, frame, http_chunk, retry_field
+from .stream import DEFAULT_MAX_PAUSED, SlowClientWatch
+from .timers import cancel
+
+#: The keepalive default: an idle ``sse`` stream gets a comment this often, so proxies and
+#: load balancers with idle timeouts keep it open and a dead peer is found. 15 s is nchan's
+#: and Mercure's heartbeat interval; 0 disables.
+DEFAULT_KEEPALIVE: Final = 15.0
+#: On shutdown, streams are closed over this many seconds, in steps of DRAIN_STEP, so a
+#: restart does not bring every client back in the same instant; a systemd unit's default
+#: stop timeout (90 s) leaves ample room.
+DEFAULT_DRAIN: Final = 5.0
+DRAIN_STEP: Final = 0.1
+
+_CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
+
+
+class Listener(Protocol):
+    """What the fan-out writes to: one SSE client (see stream.SSEStream)."""
+
+    mode: Mode
+    chunked: bool
+    wrote: bool
+    gap: bytes | None  # the notice after a Redis outage (framed, unchunked), or None
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` (already framed for this listener's mode and wire) to the client."""
+
+    def close(self, reason: str = "server") -> None:
+        """End the stream from the server side; ``reason`` names the counter."""
+
+
+GroupKey = tuple[Mode, bool]
+
+
+def wire(listener: Listener, framed: bytes) -> bytes:
+    """``framed`` as this listener's wire wants it: an HTTP/1.1 chunk, or bare."""
+    return http_chunk(framed) if listener.chunked else framed
+
+
+class ChannelFanout:
+    """The listeners of one channel on one server, grouped by (mode, chunked wire)."""
+
+    __slots__ = ("groups", "name", "stats")
+
+    def __init__(self, name: bytes, stats: collections.Counter[str]) -> None:
+        self.name = name
+        self.stats = stats
+        self.groups: dict[GroupKey, dict[Listener, None]] = {}
+
+    def add(self, listener: Listener) -> None:
+        key = (listener.mode, listener.chunked)
+        self.groups.setdefault(key, {})[listener] = None
+
+    def remove(self, listener: Listener) -> None:
+        key = (listener.mode, listener.chunked)
+        group = self.groups.get(key)
+        if group is not None:
+            group.pop(listener, None)
+            if not group:
+                del self.groups[key]
+
+    def __len__(self) -> int:
+        return sum(len(g) for g in self.groups.values())
+
+    def listeners(self) -> Iterator[Listener]:
+        for group in self.groups.values():
+            yield from group
+
+    def deliver(self, payloads: list[bytes]) -> None:
+        """Frame ``payloads`` once per group and write the same bytes to each listener."""
+        framed: dict[Mode, bytes] = {}
+        writes = written = 0
+        for (mode, chunked), group in tuple(self.groups.items()):
+            body = framed.get(mode)
+            if body is None:
+                body = framed[mode] = frame(payloads, mode)
+            if not body:
+                continue
+            data = http_chunk(body) if chunked else body
+            # A snapshot: a write may abort a slow listener, which removes it from the group.
+            listeners = tuple(group)
+            for listener in listeners:
+                listener.send(data)
+            writes += len(listeners)
+            written += len(listeners) * len(data)
+        stats = self.stats
+        stats["messages_delivered"] += writes * len(payloads)
+        stats["stream_writes"] += writes
+        stats["bytes_written"] += written
+
+
+class Broadcaster(Service):
+    """Every stream of this process, over the hub it starts and stops (module docstring)."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        hub: Hub,
+        keepalive: float = DEFAULT_KEEPALIVE,
+        max_paused: float = DEFAULT_MAX_PAUSED,
+        drain: float = DEFAULT_DRAIN,
+    ) -> None:
+        self.hub = hub
+        self.clock = hub.clock
+        self.stats = hub.stats
+        self.keepalive = keepalive
+        self.drain = drain
+        #: Streams whose clients stopped reading, and since when (one timer for all).
+        self.watch = SlowClientWatch(self.clock, max_paused, self.stats)
+        self._keepalive_call: DelayedCall | None = None
+        hub.subscription = self.fanout
+        hub.events = self
+
+    def fanout(self, channel: bytes) -> ChannelFanout:
+        """What the hub holds for a newly subscribed channel."""
+        return ChannelFanout(channel, self.stats)
+
+    # --- joining ------------------------------------------------------------------------
+    def join(self, address: RedisAddress, channel: bytes, listener: Listener) -> bool:
+        """``listener`` listens to ``channel`` on ``address``. False: it cannot (that
+        server has been away past the outage limit) and the listener is closed."""
+        server = self.hub.server(address)
+        if server.add(channel, listener):
+            return True
+        listener.close("outage")
+        return False
+
+    # --- life cycle ---------------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self.hub.startService()
+        if self.keepalive > 0:
+            self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+        self.watch.start()
+
+    def stopService(self) -> defer.Deferred[object]:
+        super().stopService()
+        self.watch.stop()
+        cancel(self._keepalive_call)
+        self._keepalive_call = None
+        d = self._drain()
+        d.addCallback(lambda _: self.hub.stopService())
+        return d
+
+    def _keepalive_tick(self) -> None:
+        """One timer for every stream: a comment to each ``sse`` stream idle since the last tick."""
+        for listener in list(self.hub.listeners()):
+            if listener.mode is Mode.SSE and not listener.wrote:
+                listener.send(_CHUNKED_KEEPALIVE if listener.chunked else KEEPALIVE)
+            listener.wrote = False
+        self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+
+    def _drain(self) -> defer.Deferred[object]:
+        """Close every stream, spread over ``drain`` seconds, each ``sse`` one after a
+        ``retry:`` hint, so a restart does not bring every client back in the same instant."""
+        listeners: list[Listener] = list(self.hub.listeners())
+        if not listeners:
+            return defer.succeed(None)
+        random.shuffle(listeners)
+        retry_ms = max(1000, int(self.drain * 1000))
+        for listener in listeners:
+            if listener.mode is Mode.SSE:
+                # A reconnection delay of its own for each client, up to twice the drain period.
+                hint = retry_field(random.randint(retry_ms // 2, retry_ms * 2))
+                listener.send(wire(listener, hint))
+        self.log.info(
+            "closing {count} stream(s) over {drain}s", count=len(listeners), drain=self.drain
+        )
+        steps = max(1, int(self.drain / DRAIN_STEP))
+        per_step = -(-len(listeners) // steps)
+        done: defer.Deferred[object] = defer.Deferred()
+
+        def close_some() -> None:
+            batch, listeners[:] = listeners[:per_step], listeners[per_step:]
+            for listener in batch:
+                listener.close()
+            if listeners:
+                self.clock.callLater(DRAIN_STEP, close_some)
+            else:
+                done.callback(None)
+
+        close_some()
+        return done
+
+    # --- Redis outages (HubEvents) ---------------------------------------------------------
+    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
+        """Tell every ``sse`` stream of ``server`` that messages may have been lost (pub/sub
+        keeps nothing while a subscriber is away); raw streams get nothing."""
+        listeners: list[Listener] = [x for x in server.listeners() if x.gap is not None]
+        for listener in listeners:
+            gap = listener.gap
+            assert gap is not None
+            listener.send(wire(listener, gap))
+        self.log.info(
+            "redis {server} is back after {seconds:.1f}s; told {count} stream(s) about the gap",
+            server=server, seconds=seconds, count=len(listeners),
+        )
+
+    def redis_expired(self, server: RedisServerConnection) -> None:
+        """``server`` stayed away past the outage limit: close its streams, so their clients
+        reconnect (perhaps to a gateway that can reach Redis) instead of waiting in silence."""
+        listeners: list[Listener] = list(server.listeners())
+        self.log.warn(
+            "redis {server} has been unreachable for {limit}s: closing {count} stream(s)",
+            server=server, limit=self.hub.outage_limit, count=len(listeners),
+        )
+        for listener in listeners:
+            listener.close("outage")

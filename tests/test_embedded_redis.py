@@ -18,8 +18,12 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from redis_helpers import RespClient, answers_ping
-from sse_offload import embedded_redis
-from sse_offload.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from sse_offload.processes import embedded_redis
+from sse_offload.processes.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    find_redis_server,
+)
 from twisted_helpers import (
     WAIT,
     eventually,

@@ -34,7 +34,7 @@ def _worker_pids(master_pid: int) -> list[int]:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"sse_offload.worker" in cmd:
+        if b"sse_offload.processes.worker" in cmd:
             pids.append(pid)
     return pids
 
@@ -115,7 +115,7 @@ def test_sighup_reaches_every_worker(gateway_factory, redis_server) -> None:
 
 
 def test_shared_counts_sum_every_workers_slot() -> None:
-    from sse_offload.counts import SharedCounts, create_block
+    from sse_offload.processes.counts import SharedCounts, create_block
 
     fd = create_block(3)
     try:

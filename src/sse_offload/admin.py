@@ -36,7 +36,7 @@ from zope.interface import implementer
 from .pubsub import Hub
 
 if TYPE_CHECKING:
-    from .workers import WorkerPool
+    from .processes.pool import WorkerPool
 
 log = Logger()
 

@@ -16,9 +16,9 @@ from .backends.upstream import UpstreamBackend, UpstreamSpec
 from .backends.wsgi import AppSpec, WSGIBackend, load_app
 from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
-from .embedded_redis import EmbeddedRedis
 from .front import GatewaySite
 from .options import ConfigurationError, Limits
+from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
 from .web import Gateway, GatewayResource

@@ -16,9 +16,6 @@ from .backends.upstream import UpstreamBackend
 from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
-from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from .listeners import listen_service
-from .mules import Mule
 from .options import (
     DEFAULT_LISTEN,
     Options,
@@ -27,6 +24,9 @@ from .options import (
     resolve_settings,
     with_backlog,
 )
+from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from .processes.listeners import listen_service
+from .processes.mules import Mule
 from .service import (
     ConfigurationError,
     GatewayService,
@@ -102,7 +102,7 @@ def makeService(options: Options) -> service.MultiService:
     if embedded is not None:
         root.add(embedded)
     if settings.processes > 1:
-        from .workers import WorkerPool
+        from .processes.pool import WorkerPool
 
         try:
             pool = WorkerPool(root, config.path, listen, settings, reactor)

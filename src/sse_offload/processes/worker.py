@@ -1,29 +1,25 @@
 """One worker of ``--processes N``: a gateway on listening sockets inherited from the master.
 
-Run by the master as ``python -m sse_offload.worker --rules FILE --redis ADDR --fd 3:INET ...``;
-not meant to be started by hand. It logs to stdout, which the master reads and relays.
+Run by the master as ``python -m sse_offload.processes.worker --rules FILE --redis ADDR
+--fd 3:INET ...``; not meant to be started by hand. It logs to stdout, which the master reads
+and relays.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
-from .backends.upstream import UpstreamSpec
-from .backends.wsgi import AppSpec
-from .config import RulesError, load_rules
-
-if TYPE_CHECKING:
-    from .options import Limits
+from ..backends.upstream import UpstreamSpec
+from ..backends.wsgi import AppSpec
+from ..config import RulesError, load_rules
+from .worker_args import read_spec
 
 log = Logger()
 
@@ -33,41 +29,15 @@ _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF
 #: directory anyway).
 ADMIN_SOCKET_MODE = 0o600
 
-_Spec = TypeVar("_Spec")
-
 
 def _fd(value: str) -> tuple[int, socket.AddressFamily]:
     number, _, family = value.partition(":")
     return int(number), _FAMILIES[family]
 
 
-def spec_argv(
-    app: AppSpec | None, upstream: UpstreamSpec | None, limits: Limits | None = None
-) -> list[str]:
-    """The master's resolved app or upstream, and limits, as worker arguments, so every
-    worker (a restarted one too) runs what the master was started with, whatever the rules
-    file says by then. (``--max-clients`` is the whole gateway's: the workers share their
-    counts, see counts.py.)"""
-    out = []
-    for flag, spec in (("--app", app), ("--upstream", upstream), ("--limits", limits)):
-        if spec is not None:
-            out += [flag, json.dumps(dataclasses.asdict(spec))]
-    return out
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _spec(kind: type[_Spec], text: str | None) -> _Spec | None:
-    if text is None:
-        return None
-    return kind(**{k: _tuples(v) for k, v in json.loads(text).items()})
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a worker until SIGTERM; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m sse_offload.worker")
+    parser = argparse.ArgumentParser(prog="python -m sse_offload.processes.worker")
     parser.add_argument("--rules", required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--keepalive", type=float, required=True)
@@ -94,18 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    from .backends.wsgi import AppError
-    from .options import Limits
-    from .redis_address import parse_address
-    from .service import ConfigurationError, build_backend, build_gateway
+    from ..backends.wsgi import AppError
+    from ..options import Limits
+    from ..redis_address import parse_address
+    from ..service import ConfigurationError, build_backend, build_gateway
 
     try:
-        limits = _spec(Limits, args.limits) or Limits()
-        from .backends import uwsgi_compat
+        limits = read_spec(Limits, args.limits) or Limits()
+        from ..backends import uwsgi_compat
 
         uwsgi_compat.set_worker(args.index + 1, args.workers)  # uwsgi.worker_id(), numproc
         backend = build_backend(
-            _spec(AppSpec, args.app), _spec(UpstreamSpec, args.upstream), reactor
+            read_spec(AppSpec, args.app), read_spec(UpstreamSpec, args.upstream), reactor
         )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,
@@ -124,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if backend is not None:
         backend.startService()  # before the listeners: its pool runs before a request comes
     if args.admin_socket:
-        from .admin import admin_site
+        from ..admin import admin_site
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.admin_socket)  # left by the worker this one replaces
@@ -136,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
 
-    from .service import install_reload_handler, reload_rules
+    from ..service import install_reload_handler, reload_rules
 
     install_reload_handler(lambda: reload_rules(args.rules, parts.gateway))
     reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)

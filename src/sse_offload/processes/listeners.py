@@ -22,8 +22,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 
-from .options import DEFAULT_BACKLOG
-from .stream import tune_port, tune_socket
+from ..options import DEFAULT_BACKLOG
+from ..stream import tune_port, tune_socket
 
 #: TCP listening sockets (SO_REUSEPORT, one address) of the whole gateway, shared out over
 #: its processes. Each has its own accept queue, capped by net.core.somaxconn (4096 on

@@ -29,8 +29,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sse_offload._process import ChildProcessService
-from sse_offload.timers import cancel
+from ..timers import cancel
+from .children import ChildProcessService
 
 __all__ = [
     "READY_TIMEOUT_SECONDS",

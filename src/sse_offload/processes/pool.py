@@ -26,14 +26,14 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ._process import ChildProcessService
+from ..options import ConfigurationError, Settings
+from ..timers import cancel
+from .children import ChildProcessService
 from .counts import SharedCounts, create_block
 from .listeners import ListenError, ListenSpec, open_sockets, parse_listen, sockets_per_process
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
-from .options import ConfigurationError, Settings
-from .timers import cancel
-from .worker import spec_argv
+from .worker_args import spec_argv
 
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
 STOP_GRACE_SECONDS: Final = 10.0
@@ -200,7 +200,7 @@ class WorkerPool(service.MultiService):
         def argv() -> list[str]:
             s = self.settings
             args = [
-                sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
+                sys.executable, "-m", "sse_offload.processes.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
                 "--index", str(index), "--workers", str(s.processes), *fd_args,
                 *spec_argv(s.app, s.upstream, s.limits),

@@ -1,9 +1,10 @@
 """What the services that own a child process share: line-split output, exit wording, stopping.
 
-:class:`~sse_offload.mules.Mule` and :class:`~sse_offload.embedded_redis.EmbeddedRedis` each
-keep one child running. Both read its output as lines, describe how it ended the same way and
-stop it the same way: SIGTERM, then SIGKILL after a grace period, with ``stopService``'s
-Deferreds firing once the child has exited. Restart policy and logging stay with each service.
+:class:`~.mules.Mule`, :class:`~.embedded_redis.EmbeddedRedis` and
+:class:`~.pool.WorkerProcess` each keep one child running. All of them read its output as
+lines, describe how it ended the same way and stop it the same way: SIGTERM, then SIGKILL
+after a grace period, with ``stopService``'s Deferreds firing once the child has exited.
+Restart policy and logging stay with each service.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from sse_offload.timers import cancel
+from ..timers import cancel
 
 __all__ = ["MAX_LINE_BYTES", "ChildProcessService", "LineProcessProtocol", "describe_exit"]
 

@@ -23,13 +23,13 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from sse_offload._process import (
+from ..timers import cancel
+from .children import (
     MAX_LINE_BYTES,
     ChildProcessService,
     LineProcessProtocol,
     describe_exit,
 )
-from sse_offload.timers import cancel
 
 __all__ = [
     "MAX_LINE_BYTES",

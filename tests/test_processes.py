@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -403,3 +404,44 @@ def test_one_redis_connection_per_process_whatever_the_clients_and_channels(
         assert c.read_events(1) == ["seven"]
     for c in clients:
         c.close()
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has ended: gone, or a zombie nobody has reaped yet (a zombie holds
+    no socket; an orphan's is reaped by whoever adopts it, maybe late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _port_free(port: int) -> bool:
+    """True if a socket without SO_REUSEPORT can bind 127.0.0.1:``port``: nothing listens."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_workers_end_when_their_master_is_killed(gateway_factory, redis_server, redis) -> None:
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/s sse:s\n", redis=redis_server.address, args=("--processes", "2"),
+    ).start()
+    assert gw.proc is not None
+    wait_for(lambda: gw.log().count("serving") == 2, what="two workers serving")
+    workers = _worker_pids(gw.proc.pid)
+    assert len(workers) == 2
+    client = SSEClient(gw.port, "/s")  # a worker with a stream open ends too
+    assert client.read_head() == 200
+    wait_numsub(redis, "s", 1)
+
+    gw.proc.send_signal(signal.SIGKILL)  # as the OOM killer does: no chance to stop them
+    gw.proc.wait()
+    wait_for(lambda: all(_exited(p) for p in workers), timeout=5,
+             what="the workers to end with their master")
+    assert _port_free(gw.port)  # nobody left accepting on the gateway's port
+    client.close()

@@ -145,11 +145,14 @@ class ChildProcessService(Service):
         env: Mapping[str, str],
         path: str | None = None,
         extra_fds: Mapping[int, int] | None = None,
+        keep_stdin: bool = False,
     ) -> IProcessTransport:
-        """Spawn ``argv`` with its stdin closed and make it the child; OSError if it cannot.
+        """Spawn ``argv`` and make it the child; OSError if it cannot.
 
         ``extra_fds`` maps child descriptor numbers (3 and up) to descriptors of ours that
-        the child inherits (the listening sockets of ``--processes`` workers).
+        the child inherits (the listening sockets of ``--processes`` workers). The child's
+        stdin is a pipe from us, closed at once unless ``keep_stdin``: then it stays open,
+        unwritten, until we exit, and its end of file tells the child we are gone.
         """
         protocol = LineProcessProtocol(self._line_received, self._child_ended)
         kwargs: dict[str, Any] = {}
@@ -158,7 +161,8 @@ class ChildProcessService(Service):
         process = self._reactor.spawnProcess(
             protocol, argv[0], argv, env=env, path=path, **kwargs
         )
-        process.closeStdin()
+        if not keep_stdin:
+            process.closeStdin()
         self._process = process
         self._pid = protocol.pid
         return process

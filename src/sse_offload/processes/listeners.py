@@ -127,8 +127,9 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
     host, port = spec.inet_address
     if port:
         # SO_REUSEPORT would let this gateway share the port with whatever listens there
-        # already (another gateway of the same user, say): bind it alone first, which fails
-        # as twisted.web's own listener would.
+        # already (another gateway of the same user, say, or workers whose master was
+        # killed): bind it alone first, which fails as twisted.web's own listener would. The
+        # probe has SO_REUSEADDR only, which Linux refuses beside any listening socket.
         with socket.socket(spec.family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))

@@ -80,7 +80,8 @@ class WorkerProcess(ChildProcessService):
             return
         self._started_at = self._reactor.seconds()
         try:
-            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds)
+            # stdin stays open: its end of file tells the worker this process is gone.
+            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds, keep_stdin=True)
         except OSError as e:
             self.log.error("cannot start worker {index}: {error}", index=self.index, error=e)
             self._schedule_restart()
@@ -202,7 +203,8 @@ class WorkerPool(service.MultiService):
             args = [
                 sys.executable, "-m", "sse_offload.processes.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
-                "--index", str(index), "--workers", str(s.processes), *fd_args,
+                "--index", str(index), "--workers", str(s.processes),
+                "--master-pid", str(os.getpid()), *fd_args,
                 *spec_argv(s.app, s.upstream, s.limits),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args

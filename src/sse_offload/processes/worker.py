@@ -13,12 +13,14 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from ..backends.upstream import UpstreamSpec
 from ..backends.wsgi import AppSpec
 from ..config import RulesError, load_rules
+from .lifeline import MasterWatch
 from .worker_args import read_spec
 
 log = Logger()
@@ -36,7 +38,7 @@ def _fd(value: str) -> tuple[int, socket.AddressFamily]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM; returns the exit status."""
+    """Run a worker until SIGTERM or its master's end; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sse_offload.processes.worker")
     parser.add_argument("--rules", required=True)
     parser.add_argument("--redis", required=True)
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--admin-socket", default=None)
     parser.add_argument("--app", default=None)
     parser.add_argument("--upstream", default=None)
+    # The master's pid: the worker ends when it is gone (lifeline.py). Absent: never ends so.
+    parser.add_argument("--master-pid", type=int, default=None)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -63,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorSocket, IReactorUNIX
+
+    ports: list[Any] = []  # the listening ports, for the master watch to release
+    if args.master_pid is not None and not MasterWatch(args.master_pid, reactor, ports).arm():
+        sys.stderr.write(f"the master (pid {args.master_pid}) is gone: not starting\n")
+        return 1
 
     from ..backends.wsgi import AppError
     from ..options import Limits
@@ -98,11 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.admin_socket)  # left by the worker this one replaces
-        reactor.listenUNIX(
+        IReactorUNIX(reactor).listenUNIX(
             args.admin_socket, admin_site(parts.hub, access_log=False), mode=ADMIN_SOCKET_MODE
         )
     for fd, family in args.fd:
-        reactor.adoptStreamPort(fd, family, parts.site)
+        ports.append(IReactorSocket(reactor).adoptStreamPort(fd, family, parts.site))
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
 

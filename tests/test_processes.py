@@ -367,7 +367,8 @@ def test_every_worker_proxies_to_the_upstream(
 
 
 def _gateway_redis_connections(redis) -> list[dict[str, str]]:
-    """CLIENT LIST without the test's own connection."""
+    """CLIENT LIST without the test's own connection: on a Redis of the test's own, the
+    gateway's connections (on a shared one, other tests' clients would count too)."""
     own = redis.call("CLIENT", "ID")
     rows = [
         dict(field.split("=", 1) for field in line.split())
@@ -376,13 +377,22 @@ def _gateway_redis_connections(redis) -> list[dict[str, str]]:
     return [r for r in rows if int(r["id"]) != own]
 
 
+@pytest.fixture
+def own_redis(fresh_redis):
+    """A client of a redis-server nobody but this test and its gateway uses."""
+    client = fresh_redis.client()
+    yield client
+    client.close()
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_one_redis_connection_per_process_whatever_the_clients_and_channels(
-    gateway_factory, redis_server, redis, processes
+    gateway_factory, fresh_redis, own_redis, processes
 ) -> None:
+    redis = own_redis
     channels = [f"c{i}" for i in range(30)]
     gw = gateway_factory(
-        "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n", redis=redis_server.address,
+        "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n", redis=fresh_redis.address,
         args=("--processes", str(processes)),
     ).start()
     if processes > 1:

@@ -25,8 +25,10 @@ from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_ad
 from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
 from .web import MAX_CHANNEL_NAME
 
-#: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
-DEFAULT_LISTEN: Final = "tcp:9090"
+#: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says:
+#: loopback only, as the admin listener. A gateway started to try it out should not serve
+#: the whole network; one that is meant to names its interface (``interface=0.0.0.0``).
+DEFAULT_LISTEN: Final = "tcp:9090:interface=127.0.0.1"
 
 
 #: Listen backlog when an endpoint string does not set one. Twisted's default of 50 drops
@@ -167,6 +169,9 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        # The opt_* docstrings' line breaks and indentation, as one space each: Twisted's
+        # --help wraps them as they are, indentation included.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
         self["listen"] = []
         self["trusted-proxy"] = []
 
@@ -177,7 +182,9 @@ class Options(usage.Options):
 
     def opt_listen(self, value: str) -> None:
         """A Twisted server endpoint string (tcp:9090, unix:/run/sse.sock, ssl:...); repeatable.
-        [default: http-socket of the rules file, else tcp:9090]"""
+        A tcp: endpoint without interface= listens on every interface. [default: http-socket
+        of the rules file, else tcp:9090:interface=127.0.0.1, loopback only: name an
+        interface, e.g. tcp:9090:interface=0.0.0.0, to serve other machines]"""
         self["listen"].append(value)
 
     opt_l = opt_listen

@@ -16,6 +16,7 @@ from .backends.upstream import UpstreamBackend
 from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
+from .config.model import OFFLOAD_ACTIONS
 from .options import (
     DEFAULT_LISTEN,
     Options,
@@ -27,6 +28,7 @@ from .options import (
 from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .processes.listeners import listen_service
 from .processes.mules import Mule
+from .routing.kvlist import parse_kvlist
 from .service import (
     ConfigurationError,
     GatewayService,
@@ -57,6 +59,23 @@ def _listen_endpoints(options: Options, config: Config) -> list[str]:
         except ValueError as e:
             _fail(f"{config.path}: http-socket: {e}")
     return [DEFAULT_LISTEN]
+
+
+def example_channel(config: Config) -> str:
+    """A channel the rules stream from the default server, written literally (``sse:clock``,
+    ``sse:subscribe=clock``), for the log's "publish with:" lines; else ``CHANNEL``."""
+    for rule in config.all_rules():
+        action = rule.action
+        if action is None or action.name not in OFFLOAD_ACTIONS:
+            continue
+        if "=" in action.arg:
+            values = parse_kvlist(action.arg)
+            channel = "" if "server" in values else values.get("subscribe", "")
+        else:
+            channel = action.arg
+        if channel and "$" not in channel:
+            return channel
+    return "CHANNEL"
 
 
 def _backend(settings: Settings, reactor: object) -> WSGIBackend | UpstreamBackend | None:
@@ -91,7 +110,7 @@ def makeService(options: Options) -> service.MultiService:
     embedded: EmbeddedRedis | None = None
     if settings.embedded:
         try:
-            embedded = EmbeddedRedis(reactor)
+            embedded = EmbeddedRedis(reactor, example_channel=example_channel(config))
         except EmbeddedRedisError as e:
             _fail(f"--redis embedded: {e}")
 

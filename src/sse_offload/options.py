@@ -1,4 +1,8 @@
-"""Command-line options; every long option is also an ini key of the same name (DESIGN §4.12)."""
+"""Command-line options; every long option is also an ini key of the same name.
+
+``redis = embedded``, ``keepalive = 30``, ``listen = tcp:9090`` in the rules file mean what
+the options mean; the command line wins (docs/architecture.md, difference 12).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def with_backlog(description: str) -> str:
 
 
 def http_socket_endpoint(value: str) -> str:
-    """uWSGI's ``http-socket`` as a Twisted server endpoint string (DESIGN §4.12).
+    """uWSGI's ``http-socket`` as a Twisted server endpoint string, as uWSGI reads it.
 
     ``:PORT`` all IPv4 interfaces, ``HOST:PORT``, ``[V6]:PORT``, ``/path`` a unix socket.
     Raises ValueError for anything else.

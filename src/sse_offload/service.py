@@ -252,7 +252,8 @@ class GatewayService(service.MultiService):
             self.parts.gateway.allow([address])
 
     def mule_environment(self) -> dict[str, str]:
-        """REDIS_URL and REDIS_SERVER for mules (DESIGN §4.14)."""
+        """REDIS_URL (a URL) and REDIS_SERVER (``host:port`` or a path, which Perl's Redis
+        module reads) for mules: docs/architecture.md, difference 14."""
         if self.embedded is not None:
             return self.embedded.mule_environment()
         a = self.redis_address

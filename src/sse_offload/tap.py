@@ -1,7 +1,9 @@
 """``twistd sse-offload``: build the service tree from options and the rules file.
 
 Nothing starts here (daemon mode forks after ``makeService``): processes and connections
-start in ``startService``. A rules error ends start-up with its message alone (DESIGN §5).
+start in ``startService``. A rules error ends start-up with its message alone (file, line,
+column, what was expected), not a traceback or the usage text: the message is what the
+person who wrote the rules needs.
 """
 
 from __future__ import annotations

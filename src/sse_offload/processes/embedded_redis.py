@@ -1,13 +1,15 @@
 """``--redis embedded``: a private redis-server owned by the gateway.
 
-The gateway's hub connects to its unix socket; mules get its loopback TCP address (DESIGN
-§4.14), since the Perl Redis module and most client libraries read ``host:port`` forms. It
-keeps nothing on disk (no RDB, no AOF) and lives in a private temporary directory that is
-removed when the service stops. A redis-server that dies while the service runs is
-restarted on the same port and socket: a gateway without its Redis is useless.
+The gateway's hub connects to its unix socket; mules get its loopback TCP address
+(docs/architecture.md, difference 14), since the Perl Redis module and most client
+libraries read ``host:port`` forms. It keeps nothing on disk (no RDB, no AOF) and lives in a
+private temporary directory that is removed when the service stops. A redis-server that dies
+while the service runs is restarted on the same port and socket: a gateway without its Redis
+is useless.
 
 Processes start in ``startService``, not in the constructor, so twistd's daemon mode (which
-forks after ``makeService``) works (DESIGN §5).
+forks after ``makeService``, and a process started before the fork would belong to the
+parent that exits) works.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ READY_TIMEOUT_SECONDS = 10.0
 _READY_POLL_SECONDS = 0.05
 # One PING attempt (connect + answer) may take this long before it counts as "not yet".
 _PING_TIMEOUT_SECONDS = 1.0
-# A redis-server that keeps dying is respawned at most once a second (the brief of the
-# service: no fork loop, and a crash is back well within the hub's 10 s reconnect cap, §4.4).
+# A redis-server that keeps dying is respawned at most once a second: no fork loop, and a
+# crash is back well within the hub's 10 s cap on its reconnect backoff (pubsub.py).
 RESTART_INTERVAL_SECONDS = 1.0
 # SIGTERM, then SIGKILL after this long. With --save "" redis-server exits at once on SIGTERM;
 # the grace only matters when it is wedged.

@@ -79,7 +79,7 @@ async def test_end_of_file_on_stdin_is_seen_by_the_reactor() -> None:
 
     read, write = os.pipe()
     ended: list[bool] = []
-    reader = _EndOfFile(read, lambda: ended.append(True))
+    reader = _EndOfFile(read, lambda: ended.append(True), reactor)
     reactor.addReader(reader)
     try:
         os.write(write, b"ignored")  # what comes through is not the end

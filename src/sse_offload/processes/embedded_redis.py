@@ -26,14 +26,13 @@ from typing import Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..timers import cancel
 from .children import ChildProcessService
+from .redis_ping import answers_ping
 
 __all__ = [
     "READY_TIMEOUT_SECONDS",
@@ -144,35 +143,6 @@ def _private_directory() -> str:
             return directory
         os.rmdir(directory)
     raise EmbeddedRedisError("no temporary directory short enough for a unix socket path")
-
-
-class _PingProtocol(Protocol):
-    """Send one inline PING; ``answer`` fires True on ``+PONG``, False on anything else."""
-
-    def __init__(self) -> None:
-        self.answer: Deferred[bool] = Deferred()
-        self._buffer = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"PING\r\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        if b"\r\n" in self._buffer and not self.answer.called:
-            # "-LOADING ..." while a dataset loads: not ready yet.
-            self.answer.callback(self._buffer.startswith(b"+PONG\r\n"))
-            assert self.transport is not None
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if not self.answer.called:
-            self.answer.callback(False)
-
-
-class _PingFactory(Factory):
-    protocol = _PingProtocol
-    noisy = False  # no "Starting factory" line for every poll
 
 
 class EmbeddedRedis(ChildProcessService):
@@ -449,19 +419,4 @@ class EmbeddedRedis(ChildProcessService):
         unix_path, _ = self._started()
         if not os.path.exists(unix_path):
             return False
-        endpoint = UNIXClientEndpoint(self._reactor, unix_path, timeout=_PING_TIMEOUT_SECONDS)
-        factory = _PingFactory()
-        try:
-            protocol = await endpoint.connect(factory)
-        except CancelledError:
-            raise
-        except Exception:
-            return False
-        try:
-            return await protocol.answer.addTimeout(_PING_TIMEOUT_SECONDS, self._reactor)
-        except CancelledError:
-            protocol.transport.abortConnection()
-            raise
-        except Exception:
-            protocol.transport.abortConnection()
-            return False
+        return await answers_ping(self._reactor, unix_path, _PING_TIMEOUT_SECONDS)

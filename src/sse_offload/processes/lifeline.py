@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from twisted.internet import fdesc
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,23 +60,35 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
 
 @implementer(IReadDescriptor)
 class _EndOfFile:
-    """Reads a descriptor nobody writes to; calls ``on_end`` once it reaches end of file."""
+    """Reads a descriptor nobody writes to; calls ``on_end`` once it reaches end of file
+    (or a read error: the pipe is no use any more either way)."""
 
-    def __init__(self, fd: int, on_end: Callable[[], None]) -> None:
+    def __init__(self, fd: int, on_end: Callable[[], None], reactor: Any) -> None:
         self.fd = fd
         self._on_end = on_end
+        self._reactor = reactor
         fdesc.setNonBlocking(fd)
 
     def fileno(self) -> int:
         return self.fd
 
-    def doRead(self) -> object:
-        # Anything written is ignored; only the end matters. EOF ends the reader (the
-        # reactor then removes it and calls connectionLost).
-        return fdesc.readFromFD(self.fd, lambda data: None)
+    def doRead(self) -> None:
+        try:
+            data = os.read(self.fd, 4096)  # anything written is ignored: only the end counts
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._reactor.removeReader(self)
+            self._on_end()
 
     def connectionLost(self, reason: Failure) -> None:
-        self._on_end()
+        # A hang-up on the pipe comes here as ConnectionDone, without a doRead (the reactor
+        # sees POLLHUP alone); the reactor's own shutdown drops every reader with
+        # ConnectionLost, which is not the master's end.
+        if reason.check(ConnectionDone):
+            self._on_end()
 
     def logPrefix(self) -> str:
         return "master-stdin"
@@ -105,13 +118,15 @@ class MasterWatch:
         die_with_parent(signal.SIGTERM)
         if self.master_gone():
             return False
-        self.reactor.addReader(_EndOfFile(stdin, self._stdin_closed))
+        self.reactor.addReader(_EndOfFile(stdin, self._stdin_closed, self.reactor))
         # The death signal is a SIGTERM, which the reactor turns into a shutdown like any
         # other: release the ports first when it is the master's death.
         self.reactor.addSystemEventTrigger("before", "shutdown", self._before_shutdown)
         return True
 
     def _stdin_closed(self) -> None:
+        if self._released:
+            return  # the death signal came first: the shutdown is under way
         log.warn("the master (pid {pid}) is gone: stopping", pid=self.master_pid)
         self.release_ports()
         if self.reactor.running:

@@ -154,7 +154,7 @@ class WorkerPool(service.MultiService):
     @property
     def workers(self) -> list[WorkerProcess]:
         """The workers, in index order."""
-        return list(self)  # type: ignore[arg-type]
+        return [w for w in self if isinstance(w, WorkerProcess)]
 
     def startService(self) -> None:
         super().startService()
@@ -213,8 +213,8 @@ class WorkerPool(service.MultiService):
 
     def signal_workers(self, name: str) -> None:
         """Send signal ``name`` (e.g. "HUP") to every running worker."""
-        for worker in self:
-            worker._signal(name)  # type: ignore[attr-defined]
+        for worker in self.workers:
+            worker._signal(name)
 
     def stopService(self) -> Deferred[object]:
         d: Deferred[object] = super().stopService()

@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from twisted.internet import reactor
     from twisted.internet.interfaces import IReactorSocket, IReactorUNIX
+    from twisted.internet.protocol import ServerFactory
 
     ports: list[Any] = []  # the listening ports, for the master watch to release
     if args.master_pid is not None and not MasterWatch(args.master_pid, reactor, ports).arm():
@@ -108,11 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.admin_socket)  # left by the worker this one replaces
-        IReactorUNIX(reactor).listenUNIX(
-            args.admin_socket, admin_site(parts.hub, access_log=False), mode=ADMIN_SOCKET_MODE
-        )
+        admin: ServerFactory[Any] = admin_site(parts.hub, access_log=False)
+        IReactorUNIX(reactor).listenUNIX(args.admin_socket, admin, mode=ADMIN_SOCKET_MODE)
+    # Twisted's reactor interfaces type their factory argument as a factory of its default
+    # protocol type, which Site (a factory of HTTP channels) is not under an invariant
+    # generic: the same object, typed as any factory.
+    site: ServerFactory[Any] = parts.site
     for fd, family in args.fd:
-        ports.append(IReactorSocket(reactor).adoptStreamPort(fd, family, parts.site))
+        ports.append(IReactorSocket(reactor).adoptStreamPort(fd, family, site))
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
 

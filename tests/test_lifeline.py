@@ -7,6 +7,7 @@ alone, and a new gateway is shown to refuse a port that orphans still listen on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -24,7 +25,8 @@ import pytest_twisted
 
 from gateway_helpers import kill_group
 from redis_helpers import wait_for
-from sse_offload.processes.lifeline import _EndOfFile
+from sse_offload.processes import lifeline
+from sse_offload.processes.lifeline import MasterWatch, _EndOfFile
 from sse_offload.processes.listeners import ListenSpec, open_sockets
 from twisted_helpers import eventually
 
@@ -129,3 +131,74 @@ def test_a_new_gateway_refuses_a_port_orphans_still_listen_on(
     # once they are gone the port is the new gateway's
     for s in open_sockets(ListenSpec(socket.AF_INET, (gateway_on, port), 16), 4):
         s.close()
+
+
+class _Port:
+    def __init__(self) -> None:
+        self.listening = True
+
+    def stopListening(self) -> None:
+        self.listening = False
+
+
+class _Reactor:
+    """What MasterWatch uses of a reactor, recorded."""
+
+    running = True
+
+    def __init__(self) -> None:
+        self.readers: list[object] = []
+        self.triggers: list[tuple[str, str, object]] = []
+        self.stopped = 0
+
+    def addReader(self, reader: object) -> None:
+        self.readers.append(reader)
+
+    def removeReader(self, reader: object) -> None:
+        self.readers.remove(reader)
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: object) -> None:
+        self.triggers.append((phase, event, f))
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+@pytest.fixture
+def armed(monkeypatch):
+    """arm() a MasterWatch of this process's parent, on a pipe and a recording reactor
+    (without the death signal: that would be asked for the test runner itself)."""
+    monkeypatch.setattr(lifeline, "die_with_parent", lambda sig: True)
+    read, write = os.pipe()
+    reactor, ports = _Reactor(), [_Port(), _Port()]
+    assert MasterWatch(os.getppid(), reactor, ports).arm(stdin=read)
+    yield reactor, ports, write
+    os.close(read)
+    with contextlib.suppress(OSError):
+        os.close(write)
+
+
+def test_the_masters_own_sigterm_leaves_the_sockets_to_the_master(armed) -> None:
+    reactor, ports, _ = armed
+    [(phase, event, before_shutdown)] = reactor.triggers
+    assert (phase, event) == ("before", "shutdown")
+    before_shutdown()  # a SIGTERM while the master is there: the master's stop
+    assert all(p.listening for p in ports)
+
+
+def test_the_death_signals_shutdown_releases_the_sockets_first(armed, monkeypatch) -> None:
+    reactor, ports, _ = armed
+    monkeypatch.setattr(os, "getppid", lambda: 1)  # adopted: the master is gone
+    reactor.triggers[0][2]()
+    assert not any(p.listening for p in ports)
+
+
+def test_end_of_file_releases_the_sockets_and_stops_once(armed) -> None:
+    reactor, ports, write = armed
+    [reader] = reactor.readers
+    os.close(write)
+    reader.doRead()
+    assert not any(p.listening for p in ports)
+    assert reactor.stopped == 1 and reactor.readers == []
+    reactor.triggers[0][2]()  # the shutdown that follows: nothing more to do
+    assert reactor.stopped == 1

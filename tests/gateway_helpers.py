@@ -1,13 +1,19 @@
-"""The gateway as a user runs it: ``twistd -n sse-offload`` in a subprocess.
+"""The gateway as a user runs it: ``twistd -n sse-offload`` (or ``twist``) in a subprocess.
 
 The twistd used is the one beside the running interpreter (CI installs the project into a
 fresh venv, non-editable, and runs the tests with that venv's python).
+
+Each gateway runs in a process group of its own, and stopping it kills what is left of that
+group: a worker, mule or embedded redis-server its master did not stop (because the test
+killed the master, or a bug) does not outlive the test.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,13 +26,20 @@ from redis_helpers import free_port, stop_process, wait_for
 REPO = Path(__file__).resolve().parent.parent
 
 
-def twistd_path() -> str:
-    beside = Path(sys.executable).with_name("twistd")
+def twistd_path(name: str = "twistd") -> str:
+    """The ``twistd`` (or ``twist``) beside the running interpreter, else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
-    found = shutil.which("twistd")
-    assert found, "twistd not found: install the project (pip install .)"
+    found = shutil.which(name)
+    assert found, f"{name} not found: install the project (pip install .)"
     return found
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in process group ``pgid`` (none left: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _port_open(port: int) -> bool:
@@ -49,6 +62,7 @@ class GatewayProcess:
         args: tuple[str, ...] = (),
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        launcher: str = "twistd",
     ) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
@@ -61,13 +75,17 @@ class GatewayProcess:
         self.args = args
         self.cwd = cwd or tmp
         self.env = env
+        self.launcher = launcher
         self.port = 0
         self.log_path = tmp / "gateway.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
-        cmd = [
-            twistd_path(), "-n", "--pidfile=", "--logfile", str(self.log_path),
+        if self.launcher == "twist":  # twist: never daemonizes, no pid file
+            cmd = [twistd_path("twist"), "--log-file", str(self.log_path), "--log-format", "text"]
+        else:
+            cmd = [twistd_path(), "-n", "--pidfile=", "--logfile", str(self.log_path)]
+        cmd += [
             "sse-offload", "--rules", str(self.rules_path),
             "--listen", f"tcp:{self.port}:interface=127.0.0.1",
         ]
@@ -80,7 +98,7 @@ class GatewayProcess:
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
             self.command(), cwd=self.cwd, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if wait:
             wait_for(self._listening, timeout=20, what="the gateway to listen")
@@ -106,6 +124,7 @@ class GatewayProcess:
         if self.proc is None:
             return 0
         rc = stop_process(self.proc)
+        kill_group(self.proc.pid)  # the session's leader: its pid is the group's id
         if self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
@@ -115,10 +134,17 @@ class GatewayProcess:
         """Run the command expecting it to exit (start-up errors): (status, output)."""
         self.port = free_port()
         env = {**os.environ, **(self.env or {})}
-        done = subprocess.run(
-            self.command(), cwd=self.cwd, env=env, capture_output=True, timeout=timeout
+        proc = subprocess.Popen(
+            self.command(), cwd=self.cwd, env=env, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        return done.returncode, done.stdout.decode() + done.stderr.decode()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            proc.kill()
+            proc.wait()
+            kill_group(proc.pid)
+        return proc.returncode, out.decode() + err.decode()
 
 
 def wait_numsub(redis_client, channel: str | bytes, expected: int, timeout: float = 10.0) -> None:

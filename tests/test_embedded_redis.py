@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +18,14 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from redis_helpers import RespClient, answers_ping
-from sse_offload import embedded_redis
-from sse_offload.embedded_redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from redis_helpers import RespClient, answers_ping, wait_for
+from sse_client import SSEClient
+from sse_offload.processes import embedded_redis
+from sse_offload.processes.embedded_redis import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    find_redis_server,
+)
 from twisted_helpers import (
     WAIT,
     eventually,
@@ -253,3 +259,40 @@ async def test_server_that_ignores_sigterm_is_killed_after_the_grace(
     service.startService()
     await eventually(marker.exists, "the fake server to ignore SIGTERM")
     await stop_and_check_gone(service)
+
+
+# -- the log's publish commands --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["publish with: ", "or over TCP: "])
+def test_the_log_says_how_to_publish_to_the_embedded_server(gateway_factory, form: str) -> None:
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/clock sse:clock\n", redis="embedded", args=("--keepalive", "0")
+    ).start()
+    log = gw.wait_log("or over TCP: ")
+    command = next(line.split(form, 1)[1] for line in log.splitlines() if form in line)
+    assert " PUBLISH clock hello" in command
+    client = SSEClient(gw.port, "/clock")
+    assert client.read_head() == 200
+
+    def pasted() -> bool:  # as a user pastes it into a shell, until the stream has subscribed
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip() == "1"  # one subscriber got it
+
+    wait_for(pasted, what="the pasted command to reach the stream")
+    assert client.read_events(1) == ["hello"]
+    client.close()
+
+
+def test_the_publish_commands_name_a_channel_of_the_rules() -> None:
+    from sse_offload.config import parse_rules_text
+    from sse_offload.tap import example_channel
+
+    def channel(rules: str) -> str:
+        return example_channel(parse_rules_text("[uwsgi]\n" + rules, "rules.ini"))
+
+    assert channel("route = ^/a sse:${1}\nroute = ^/b sse:clock\n") == "clock"
+    assert channel("route = ^/a sseraw:subscribe=news\n") == "news"
+    assert channel("route = ^/a sse:subscribe=x,server=10.0.0.1:6379\n") == "CHANNEL"
+    assert channel("route = ^/a sse:$1\n") == "CHANNEL"

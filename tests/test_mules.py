@@ -26,8 +26,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
 from redis_helpers import RedisServer, RespClient, free_port, wait_for
-from sse_offload import mules
-from sse_offload.mules import (
+from sse_offload.processes import mules
+from sse_offload.processes.mules import (
     RESTART_DELAY_INITIAL,
     RESTART_DELAY_MAX,
     STABLE_RUN_SECONDS,

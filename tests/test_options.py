@@ -1,11 +1,14 @@
-"""Listen endpoints: uWSGI's http-socket forms and the listen backlog."""
+"""Listen endpoints: uWSGI's http-socket forms, the listen backlog, the default listener."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from sse_offload.options import (
     DEFAULT_BACKLOG,
+    DEFAULT_LISTEN,
     admin_endpoint,
     http_socket_endpoint,
     with_backlog,
@@ -49,3 +52,23 @@ def test_backlog_added_unless_given() -> None:
 )
 def test_admin_listener_binds_to_loopback_unless_told(given: str, endpoint: str) -> None:
     assert admin_endpoint(given) == endpoint
+
+
+def test_the_default_listener_is_loopback_only(tmp_path: Path) -> None:
+    from sse_offload import tap
+    from sse_offload.processes.listeners import ReusePortListenService
+
+    rules = tmp_path / "rules.ini"
+    rules.write_text("[uwsgi]\nroute = ^/s sse:s\n")  # no listen, no http-socket
+    options = tap.Options()
+    options.parseOptions(["--rules", str(rules), "--redis", "127.0.0.1:1"])
+    root = tap.makeService(options)  # builds the tree; nothing listens before startService
+    listeners = [s for s in root if isinstance(s, ReusePortListenService)]
+    assert [s.spec.address for s in listeners] == [("127.0.0.1", 9090)]
+
+
+def test_the_listen_help_says_the_default_is_loopback() -> None:
+    from sse_offload.tap import Options
+
+    help_text = " ".join(Options().getUsage().split())
+    assert f"else {DEFAULT_LISTEN}, loopback only" in help_text

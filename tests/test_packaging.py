@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sse_offload
-from gateway_helpers import twistd_path
+from gateway_helpers import twistd_path, wait_numsub
+from sse_client import SSEClient
 
 
 def _run(*cmd: str) -> str:
@@ -31,7 +34,8 @@ def test_console_script_prints_the_version() -> None:
 
 
 def test_twisted_is_pinned_below_27_for_the_private_wsgi_api() -> None:
-    # backends/wsgi.py subclasses twisted.web.wsgi._WSGIResponse (libraries.md §2.6)
+    # backends/wsgi.py subclasses twisted.web.wsgi._WSGIResponse, a private class: a Twisted
+    # release may change it without deprecation, so the pin stops below the next major one.
     text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
     assert '"twisted[tls,http2]>=24.7,<27"' in text
 
@@ -55,3 +59,20 @@ def test_no_uwsgi_module_is_installed() -> None:
     import importlib.util
 
     assert importlib.util.find_spec("uwsgi") is None
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_twist_runs_the_gateway_too(gateway_factory, redis_server, redis, processes) -> None:
+    # twist, unlike twistd, never calls privilegedStartService: the listeners must open in
+    # startService as well.
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/clock sse:clock\n", redis=redis_server.address,
+        args=("--processes", str(processes)), launcher="twist",
+    ).start()
+    client = SSEClient(gw.port, "/clock")
+    assert client.read_head() == 200
+    assert client.header("Content-Type") == "text/event-stream"
+    wait_numsub(redis, "clock", 1)  # the one worker holding the stream subscribes
+    redis.publish("clock", "tick")
+    assert client.read_events(1) == ["tick"]
+    client.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import urllib.error
 import urllib.request
 from collections import defaultdict
@@ -34,7 +35,7 @@ def _worker_pids(master_pid: int) -> list[int]:
             cmd = open(f"/proc/{pid}/cmdline", "rb").read()
         except OSError:
             continue
-        if b"sse_offload.worker" in cmd:
+        if b"sse_offload.processes.worker" in cmd:
             pids.append(pid)
     return pids
 
@@ -115,7 +116,7 @@ def test_sighup_reaches_every_worker(gateway_factory, redis_server) -> None:
 
 
 def test_shared_counts_sum_every_workers_slot() -> None:
-    from sse_offload.counts import SharedCounts, create_block
+    from sse_offload.processes.counts import SharedCounts, create_block
 
     fd = create_block(3)
     try:
@@ -366,7 +367,8 @@ def test_every_worker_proxies_to_the_upstream(
 
 
 def _gateway_redis_connections(redis) -> list[dict[str, str]]:
-    """CLIENT LIST without the test's own connection."""
+    """CLIENT LIST without the test's own connection: on a Redis of the test's own, the
+    gateway's connections (on a shared one, other tests' clients would count too)."""
     own = redis.call("CLIENT", "ID")
     rows = [
         dict(field.split("=", 1) for field in line.split())
@@ -375,13 +377,22 @@ def _gateway_redis_connections(redis) -> list[dict[str, str]]:
     return [r for r in rows if int(r["id"]) != own]
 
 
+@pytest.fixture
+def own_redis(fresh_redis):
+    """A client of a redis-server nobody but this test and its gateway uses."""
+    client = fresh_redis.client()
+    yield client
+    client.close()
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_one_redis_connection_per_process_whatever_the_clients_and_channels(
-    gateway_factory, redis_server, redis, processes
+    gateway_factory, fresh_redis, own_redis, processes
 ) -> None:
+    redis = own_redis
     channels = [f"c{i}" for i in range(30)]
     gw = gateway_factory(
-        "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n", redis=redis_server.address,
+        "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n", redis=fresh_redis.address,
         args=("--processes", str(processes)),
     ).start()
     if processes > 1:
@@ -403,3 +414,44 @@ def test_one_redis_connection_per_process_whatever_the_clients_and_channels(
         assert c.read_events(1) == ["seven"]
     for c in clients:
         c.close()
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` has ended: gone, or a zombie nobody has reaped yet (a zombie holds
+    no socket; an orphan's is reaped by whoever adopts it, maybe late)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _port_free(port: int) -> bool:
+    """True if a socket without SO_REUSEPORT can bind 127.0.0.1:``port``: nothing listens."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_workers_end_when_their_master_is_killed(gateway_factory, redis_server, redis) -> None:
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/s sse:s\n", redis=redis_server.address, args=("--processes", "2"),
+    ).start()
+    assert gw.proc is not None
+    wait_for(lambda: gw.log().count("serving") == 2, what="two workers serving")
+    workers = _worker_pids(gw.proc.pid)
+    assert len(workers) == 2
+    client = SSEClient(gw.port, "/s")  # a worker with a stream open ends too
+    assert client.read_head() == 200
+    wait_numsub(redis, "s", 1)
+
+    gw.proc.send_signal(signal.SIGKILL)  # as the OOM killer does: no chance to stop them
+    gw.proc.wait()
+    wait_for(lambda: all(_exited(p) for p in workers), timeout=5,
+             what="the workers to end with their master")
+    assert _port_free(gw.port)  # nobody left accepting on the gateway's port
+    client.close()

@@ -1,4 +1,8 @@
-"""A real gunicorn upstream for the proxy tests, in a subprocess on loopback or a unix socket."""
+"""A real gunicorn upstream for the proxy tests, in a subprocess on loopback or a unix socket.
+
+gunicorn runs in a process group of its own, killed whole when it stops: its workers never
+outlive the test.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gateway_helpers import kill_group
 from redis_helpers import free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +44,7 @@ class Gunicorn:
             [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(self.workers),
              "--threads", "4", "--chdir", str(self.chdir), self.app],
             stdout=self.log_file, stderr=subprocess.STDOUT, env={**os.environ},
+            start_new_session=True,
         )
         wait_for(self._ready, timeout=30, what="gunicorn to listen")
         return self
@@ -61,6 +67,7 @@ class Gunicorn:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
+            kill_group(self.proc.pid)
         self.proc = None
         if hasattr(self, "log_file"):
             self.log_file.close()

@@ -24,11 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, TimeoutError, gatherResults
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 from twisted.web.client import Agent, readBody
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -36,7 +36,7 @@ from zope.interface import implementer
 from .pubsub import Hub
 
 if TYPE_CHECKING:
-    from .workers import WorkerPool
+    from .processes.pool import WorkerPool
 
 log = Logger()
 
@@ -142,14 +142,14 @@ class _Health(resource.Resource):
 
 
 class _QuietSite(server.Site):
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """No access log line: a worker's master logs the scrape it answers."""
 
 
 def admin_site(hub: Hub, access_log: bool = True) -> server.Site:
     """The admin web site for one serving process."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(HubCollector(lambda: [hub]))  # type: ignore[arg-type]
+    registry.register(HubCollector(lambda: [hub]))
     root = resource.Resource()
     root.putChild(b"metrics", _Metrics(registry))
     root.putChild(b"health", _Health(hub))
@@ -211,8 +211,9 @@ class _Socket:
     def endpointForURI(self, uri: object) -> _Socket:
         return self
 
-    def connect(self, factory: Factory) -> Deferred[Any]:
-        factory.noisy = False  # else two log lines per worker per scrape
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        if isinstance(factory, Factory):
+            factory.noisy = False  # else two log lines per worker per scrape
         return self.endpoint.connect(factory)
 
 

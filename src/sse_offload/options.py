@@ -1,4 +1,8 @@
-"""Command-line options; every long option is also an ini key of the same name (DESIGN §4.12)."""
+"""Command-line options; every long option is also an ini key of the same name.
+
+``redis = embedded``, ``keepalive = 30``, ``listen = tcp:9090`` in the rules file mean what
+the options mean; the command line wins (docs/architecture.md, difference 12).
+"""
 
 from __future__ import annotations
 
@@ -25,8 +29,10 @@ from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_ad
 from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
 from .web import MAX_CHANNEL_NAME
 
-#: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says.
-DEFAULT_LISTEN: Final = "tcp:9090"
+#: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says:
+#: loopback only, as the admin listener. A gateway started to try it out should not serve
+#: the whole network; one that is meant to names its interface (``interface=0.0.0.0``).
+DEFAULT_LISTEN: Final = "tcp:9090:interface=127.0.0.1"
 
 
 #: Listen backlog when an endpoint string does not set one. Twisted's default of 50 drops
@@ -44,7 +50,7 @@ def with_backlog(description: str) -> str:
 
 
 def http_socket_endpoint(value: str) -> str:
-    """uWSGI's ``http-socket`` as a Twisted server endpoint string (DESIGN §4.12).
+    """uWSGI's ``http-socket`` as a Twisted server endpoint string, as uWSGI reads it.
 
     ``:PORT`` all IPv4 interfaces, ``HOST:PORT``, ``[V6]:PORT``, ``/path`` a unix socket.
     Raises ValueError for anything else.
@@ -167,6 +173,9 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        # The opt_* docstrings' line breaks and indentation, as one space each: Twisted's
+        # --help wraps them as they are, indentation included.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
         self["listen"] = []
         self["trusted-proxy"] = []
 
@@ -177,7 +186,9 @@ class Options(usage.Options):
 
     def opt_listen(self, value: str) -> None:
         """A Twisted server endpoint string (tcp:9090, unix:/run/sse.sock, ssl:...); repeatable.
-        [default: http-socket of the rules file, else tcp:9090]"""
+        A tcp: endpoint without interface= listens on every interface. [default: http-socket
+        of the rules file, else tcp:9090:interface=127.0.0.1, loopback only: name an
+        interface, e.g. tcp:9090:interface=0.0.0.0, to serve other machines]"""
         self["listen"].append(value)
 
     opt_l = opt_listen

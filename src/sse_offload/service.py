@@ -16,9 +16,9 @@ from .backends.upstream import UpstreamBackend, UpstreamSpec
 from .backends.wsgi import AppSpec, WSGIBackend, load_app
 from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
-from .embedded_redis import EmbeddedRedis
 from .front import GatewaySite
 from .options import ConfigurationError, Limits
+from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
 from .web import Gateway, GatewayResource
@@ -92,13 +92,15 @@ def reload_rules(path: str, gateway: Gateway | None) -> Config | None:
     return config
 
 
-def install_reload_handler(reload: Callable[[], None]) -> None:
-    """SIGHUP calls ``reload`` in the reactor thread."""
+def install_reload_handler(reload: Callable[[], object]) -> None:
+    """SIGHUP calls ``reload`` in the reactor thread (what it returns is dropped)."""
     import signal
 
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorFromThreads
 
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
+    threads = IReactorFromThreads(reactor)
+    signal.signal(signal.SIGHUP, lambda *_: threads.callFromThread(reload))
 
 
 def literal_addresses(config: Config) -> list[RedisAddress]:
@@ -170,7 +172,7 @@ def build_gateway(
     )
     gateway.allow([default_address, *literal_addresses(config)])
     site = GatewaySite(GatewayResource(gateway), limits.header_timeout)
-    site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[assignment]
+    site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[method-assign]
     return GatewayParts(hub, gateway, site)
 
 
@@ -228,8 +230,8 @@ class GatewayService(service.MultiService):
                 waiting.append(child)
                 continue
             child.startService()
-            if child is self.embedded:
-                self._bind_embedded(child)
+            if self.embedded is not None and child is self.embedded:
+                self._bind_embedded(self.embedded)
         if self.embedded is not None:
             self.embedded.ready.addBoth(self._embedded_ready, waiting)
 
@@ -252,7 +254,8 @@ class GatewayService(service.MultiService):
             self.parts.gateway.allow([address])
 
     def mule_environment(self) -> dict[str, str]:
-        """REDIS_URL and REDIS_SERVER for mules (DESIGN §4.14)."""
+        """REDIS_URL (a URL) and REDIS_SERVER (``host:port`` or a path, which Perl's Redis
+        module reads) for mules: docs/architecture.md, difference 14."""
         if self.embedded is not None:
             return self.embedded.mule_environment()
         a = self.redis_address

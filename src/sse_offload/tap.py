@@ -1,7 +1,9 @@
 """``twistd sse-offload``: build the service tree from options and the rules file.
 
 Nothing starts here (daemon mode forks after ``makeService``): processes and connections
-start in ``startService``. A rules error ends start-up with its message alone (DESIGN §5).
+start in ``startService``. A rules error ends start-up with its message alone (file, line,
+column, what was expected), not a traceback or the usage text: the message is what the
+person who wrote the rules needs.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from .backends.upstream import UpstreamBackend
 from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
-from .embedded_redis import EmbeddedRedis, EmbeddedRedisError
-from .listeners import listen_service
-from .mules import Mule
+from .config.model import OFFLOAD_ACTIONS
 from .options import (
     DEFAULT_LISTEN,
     Options,
@@ -27,6 +27,10 @@ from .options import (
     resolve_settings,
     with_backlog,
 )
+from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+from .processes.listeners import listen_service
+from .processes.mules import Mule
+from .routing.kvlist import parse_kvlist
 from .service import (
     ConfigurationError,
     GatewayService,
@@ -57,6 +61,23 @@ def _listen_endpoints(options: Options, config: Config) -> list[str]:
         except ValueError as e:
             _fail(f"{config.path}: http-socket: {e}")
     return [DEFAULT_LISTEN]
+
+
+def example_channel(config: Config) -> str:
+    """A channel the rules stream from the default server, written literally (``sse:clock``,
+    ``sse:subscribe=clock``), for the log's "publish with:" lines; else ``CHANNEL``."""
+    for rule in config.all_rules():
+        action = rule.action
+        if action is None or action.name not in OFFLOAD_ACTIONS:
+            continue
+        if "=" in action.arg:
+            values = parse_kvlist(action.arg)
+            channel = "" if "server" in values else values.get("subscribe", "")
+        else:
+            channel = action.arg
+        if channel and "$" not in channel:
+            return channel
+    return "CHANNEL"
 
 
 def _backend(settings: Settings, reactor: object) -> WSGIBackend | UpstreamBackend | None:
@@ -91,7 +112,7 @@ def makeService(options: Options) -> service.MultiService:
     embedded: EmbeddedRedis | None = None
     if settings.embedded:
         try:
-            embedded = EmbeddedRedis(reactor)
+            embedded = EmbeddedRedis(reactor, example_channel=example_channel(config))
         except EmbeddedRedisError as e:
             _fail(f"--redis embedded: {e}")
 
@@ -102,7 +123,7 @@ def makeService(options: Options) -> service.MultiService:
     if embedded is not None:
         root.add(embedded)
     if settings.processes > 1:
-        from .workers import WorkerPool
+        from .processes.pool import WorkerPool
 
         try:
             pool = WorkerPool(root, config.path, listen, settings, reactor)

@@ -1,9 +1,10 @@
 """What the services that own a child process share: line-split output, exit wording, stopping.
 
-:class:`~sse_offload.mules.Mule` and :class:`~sse_offload.embedded_redis.EmbeddedRedis` each
-keep one child running. Both read its output as lines, describe how it ended the same way and
-stop it the same way: SIGTERM, then SIGKILL after a grace period, with ``stopService``'s
-Deferreds firing once the child has exited. Restart policy and logging stay with each service.
+:class:`~.mules.Mule`, :class:`~.embedded_redis.EmbeddedRedis` and
+:class:`~.pool.WorkerProcess` each keep one child running. All of them read its output as
+lines, describe how it ended the same way and stop it the same way: SIGTERM, then SIGKILL
+after a grace period, with ``stopService``'s Deferreds firing once the child has exited.
+Restart policy and logging stay with each service.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from sse_offload.timers import cancel
+from ..timers import cancel
 
 __all__ = ["MAX_LINE_BYTES", "ChildProcessService", "LineProcessProtocol", "describe_exit"]
 
@@ -144,11 +145,14 @@ class ChildProcessService(Service):
         env: Mapping[str, str],
         path: str | None = None,
         extra_fds: Mapping[int, int] | None = None,
+        keep_stdin: bool = False,
     ) -> IProcessTransport:
-        """Spawn ``argv`` with its stdin closed and make it the child; OSError if it cannot.
+        """Spawn ``argv`` and make it the child; OSError if it cannot.
 
         ``extra_fds`` maps child descriptor numbers (3 and up) to descriptors of ours that
-        the child inherits (the listening sockets of ``--processes`` workers).
+        the child inherits (the listening sockets of ``--processes`` workers). The child's
+        stdin is a pipe from us, closed at once unless ``keep_stdin``: then it stays open,
+        unwritten, until we exit, and its end of file tells the child we are gone.
         """
         protocol = LineProcessProtocol(self._line_received, self._child_ended)
         kwargs: dict[str, Any] = {}
@@ -157,7 +161,8 @@ class ChildProcessService(Service):
         process = self._reactor.spawnProcess(
             protocol, argv[0], argv, env=env, path=path, **kwargs
         )
-        process.closeStdin()
+        if not keep_stdin:
+            process.closeStdin()
         self._process = process
         self._pid = protocol.pid
         return process

@@ -26,14 +26,14 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ._process import ChildProcessService
+from ..options import ConfigurationError, Settings
+from ..timers import cancel
+from .children import ChildProcessService
 from .counts import SharedCounts, create_block
 from .listeners import ListenError, ListenSpec, open_sockets, parse_listen, sockets_per_process
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
-from .options import ConfigurationError, Settings
-from .timers import cancel
-from .worker import spec_argv
+from .worker_args import spec_argv
 
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
 STOP_GRACE_SECONDS: Final = 10.0
@@ -80,7 +80,8 @@ class WorkerProcess(ChildProcessService):
             return
         self._started_at = self._reactor.seconds()
         try:
-            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds)
+            # stdin stays open: its end of file tells the worker this process is gone.
+            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds, keep_stdin=True)
         except OSError as e:
             self.log.error("cannot start worker {index}: {error}", index=self.index, error=e)
             self._schedule_restart()
@@ -153,7 +154,7 @@ class WorkerPool(service.MultiService):
     @property
     def workers(self) -> list[WorkerProcess]:
         """The workers, in index order."""
-        return list(self)  # type: ignore[arg-type]
+        return [w for w in self if isinstance(w, WorkerProcess)]
 
     def startService(self) -> None:
         super().startService()
@@ -200,9 +201,10 @@ class WorkerPool(service.MultiService):
         def argv() -> list[str]:
             s = self.settings
             args = [
-                sys.executable, "-m", "sse_offload.worker", "--rules", self.rules_path,
+                sys.executable, "-m", "sse_offload.processes.worker", "--rules", self.rules_path,
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
-                "--index", str(index), "--workers", str(s.processes), *fd_args,
+                "--index", str(index), "--workers", str(s.processes),
+                "--master-pid", str(os.getpid()), *fd_args,
                 *spec_argv(s.app, s.upstream, s.limits),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args
@@ -211,8 +213,8 @@ class WorkerPool(service.MultiService):
 
     def signal_workers(self, name: str) -> None:
         """Send signal ``name`` (e.g. "HUP") to every running worker."""
-        for worker in self:
-            worker._signal(name)  # type: ignore[attr-defined]
+        for worker in self.workers:
+            worker._signal(name)
 
     def stopService(self) -> Deferred[object]:
         d: Deferred[object] = super().stopService()

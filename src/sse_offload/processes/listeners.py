@@ -22,8 +22,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 
-from .options import DEFAULT_BACKLOG
-from .stream import tune_port, tune_socket
+from ..options import DEFAULT_BACKLOG
+from ..stream import tune_port, tune_socket
 
 #: TCP listening sockets (SO_REUSEPORT, one address) of the whole gateway, shared out over
 #: its processes. Each has its own accept queue, capped by net.core.somaxconn (4096 on
@@ -50,6 +50,13 @@ class ListenSpec:
     address: str | tuple[str, int]
     backlog: int
     mode: int | None = None
+
+    @property
+    def inet_address(self) -> tuple[str, int]:
+        """(host, port) of a ``tcp:``/``tcp6:`` spec; ValueError for a unix one."""
+        if isinstance(self.address, str):
+            raise ValueError(f"{self.address!r} is a unix socket path")
+        return self.address
 
     @property
     def family_name(self) -> str:
@@ -117,12 +124,12 @@ def open_sockets(spec: ListenSpec, count: int) -> list[socket.socket]:
         s.listen(spec.backlog)
         s.setblocking(False)  # adoptStreamPort requires it; shared by every worker
         return [s] * count
-    assert isinstance(spec.address, tuple)
-    host, port = spec.address
+    host, port = spec.inet_address
     if port:
         # SO_REUSEPORT would let this gateway share the port with whatever listens there
-        # already (another gateway of the same user, say): bind it alone first, which fails
-        # as twisted.web's own listener would.
+        # already (another gateway of the same user, say, or workers whose master was
+        # killed): bind it alone first, which fails as twisted.web's own listener would. The
+        # probe has SO_REUSEADDR only, which Linux refuses beside any listening socket.
         with socket.socket(spec.family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
@@ -166,7 +173,13 @@ class TunedListenService(StreamServerEndpointService):
 class ReusePortListenService(service.Service):
     """A ``tcp:``/``tcp6:`` listener of a one-process gateway: :func:`sockets_per_process`
     SO_REUSEPORT sockets (tuned, see stream.tune_socket) adopted by the reactor, as a worker
-    of ``--processes`` adopts its own."""
+    of ``--processes`` adopts its own.
+
+    It listens from ``privilegedStartService`` (twistd calls it before dropping privileges,
+    so a port below 1024 works) or, when that was not called, from ``startService``: ``twist``
+    and a plain ``IService.startService`` call only the latter, as Twisted's own
+    StreamServerEndpointService allows.
+    """
 
     def __init__(self, spec: ListenSpec, factory: Any, reactor: Any) -> None:
         self.spec = spec
@@ -176,10 +189,18 @@ class ReusePortListenService(service.Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        if not self.ports:
+            self._listen()
+
+    def _listen(self) -> None:
         try:
             sockets = open_sockets(self.spec, sockets_per_process(1))
         except OSError as e:
-            host, port = self.spec.address
+            host, port = self.spec.inet_address
             raise CannotListenError(host, port, e) from None  # as twisted's listenTCP says it
         for sock in sockets:
             port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.factory)

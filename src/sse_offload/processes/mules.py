@@ -1,14 +1,16 @@
 """Mules: the long-lived helper processes a rules file names with ``mule = SCRIPT``.
 
 uWSGI's master spawns one process per ``mule`` line, runs ``.pl`` scripts with the Perl
-plugin and ``.py`` scripts with the Python one, and respawns a mule that dies
-(seed-behaviour §4). Here each mule is a :class:`Mule` service: ``.py`` runs with this
-Python, ``.pl`` with ``perl`` from ``PATH``, anything else directly if it is executable. A mule
-that exits is restarted with an exponential backoff instead of uWSGI's immediate respawn, and
-a mule that keeps failing the same way does not flood the log with the same traceback.
+plugin and ``.py`` scripts with the Python one, and respawns a mule that dies; the original
+plugin's examples run their publishers so. Here each mule is a :class:`Mule` service: ``.py``
+runs with this Python, ``.pl`` with ``perl`` from ``PATH``, anything else directly if it is
+executable. A mule that exits is restarted with an exponential backoff instead of uWSGI's
+immediate respawn, and a mule that keeps failing the same way does not flood the log with the
+same traceback.
 
 The child's environment is this process's plus whatever the ``environment`` callable returns
-at each spawn (the Redis address in ``REDIS_URL``/``REDIS_SERVER``, DESIGN §4.14).
+at each spawn: the Redis address as a URL in ``REDIS_URL`` and as ``host:port`` or a path in
+``REDIS_SERVER``, the form Perl's Redis module reads (docs/architecture.md, difference 14).
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from sse_offload._process import (
+from ..timers import cancel
+from .children import (
     MAX_LINE_BYTES,
     ChildProcessService,
     LineProcessProtocol,
     describe_exit,
 )
-from sse_offload.timers import cancel
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -45,10 +47,11 @@ __all__ = [
 
 # Restart backoff. uWSGI's master respawns a dead mule at once (core/master_checks.c), which
 # turns a mule that cannot start (a missing Perl module, a syntax error) into a fork loop.
-# 1 s is the first delay of Twisted's own ReconnectingClientFactory (initialDelay) and of
-# DESIGN §4.4's Redis reconnect order of magnitude; doubling is the usual exponential backoff;
-# 30 s caps it so a mule whose cause was fixed (module installed, file deployed) is back within
-# half a minute, against the hour Twisted's factory allows.
+# 1 s is the first delay of Twisted's own ReconnectingClientFactory (initialDelay) and the
+# order of magnitude of the hub's first Redis reconnect delay (0.5 s, pubsub.py); doubling is
+# the usual exponential backoff; 30 s caps it so a mule whose cause was fixed (module
+# installed, file deployed) is back within half a minute, against the hour Twisted's factory
+# allows.
 RESTART_DELAY_INITIAL = 1.0
 RESTART_DELAY_FACTOR = 2.0
 RESTART_DELAY_MAX = 30.0

@@ -6,9 +6,9 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 
 from sse_offload.admin import admin_site
-from sse_offload.pubsub import Hub
 from sse_offload.redis_address import parse_address
 from test_hub import RecordingListener, _until
+from twisted_helpers import make_streams, subscribe
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -31,18 +31,18 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
     from twisted.internet import reactor
 
     address = parse_address(redis_server.address)
-    hub = Hub(reactor, address, keepalive=0)
-    port = reactor.listenTCP(0, admin_site(hub), interface="127.0.0.1")
+    streams = make_streams(reactor, address, keepalive=0)
+    port = reactor.listenTCP(0, admin_site(streams.hub), interface="127.0.0.1")
     try:
         code, body = await _get(port.getHost().port, "/health")
         assert code == 503 and b"not ready" in body
-        hub.startService()
-        await _until(lambda: hub.server(address).protocol is not None)
+        streams.startService()
+        await _until(lambda: streams.hub.server(address).protocol is not None)
         code, body = await _get(port.getHost().port, "/health")
         assert (code, body) == (200, b"ready\n")
 
         listeners = [RecordingListener() for _ in range(3)]
-        removers = [hub.subscribe(address, b"m", x) for x in listeners]
+        removers = [subscribe(streams, address, b"m", x) for x in listeners]
         await _until(lambda: redis.numsub("m") == 1)
         redis.publish("m", "hello")
         await _until(lambda: all(x.received for x in listeners))
@@ -59,7 +59,7 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
             remove()
     finally:
         await port.stopListening()
-        await hub.stopService()
+        await streams.stopService()
 
 
 WORKER_A = """\

@@ -22,9 +22,12 @@ PACKAGE = SRC / "sse_offload"
 #: One concern per module: past this, a module is doing two things.
 MAX_MODULE_LINES = 450
 
-#: What the hub (pubsub.py) may import from the package: Redis addresses, timers, counters.
+#: What the hub (pubsub.py) may import from the package: Redis addresses, its Redis
+#: connection, timers.
 #: Nothing that knows HTTP, streams, rules or processes.
-HUB_MAY_IMPORT = {"sse_offload.redis_address", "sse_offload.timers"}
+HUB_MAY_IMPORT = {
+    "sse_offload.redis_address", "sse_offload.redis_protocol", "sse_offload.timers"
+}
 
 
 def _modules() -> dict[str, Path]:

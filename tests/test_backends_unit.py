@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from rules_helpers import load
+from sse_offload.answers import stream_head
 from sse_offload.backends import uwsgi_compat
 from sse_offload.backends.upstream import UpstreamError, parse_upstream
 from sse_offload.options import ConfigurationError, Options, resolve_settings
 from sse_offload.routing import RequestState
-from sse_offload.web import stream_head
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,8 @@ def test_workers_take_an_app_a_proxy_and_the_admin_listener() -> None:
 
 
 def test_worker_arguments_carry_the_resolved_app_upstream_and_limits() -> None:
-    from sse_offload.worker import _spec, spec_argv
+    from sse_offload.processes.worker_args import read_spec as _spec
+    from sse_offload.processes.worker_args import spec_argv
 
     s = _settings(["--wsgi", "pkg.mod:app", "--threads", "3"],
                   "[uwsgi]\npythonpath = /a\npythonpath = /b\nenv = X=1\n")

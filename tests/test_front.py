@@ -21,10 +21,10 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from gateway_helpers import _port_open, wait_numsub
+from gateway_helpers import _port_open, wait_for, wait_numsub
 from sse_client import SSEClient
-from sse_offload.front import head_vars, http_date, parse_head
-from sse_offload.web import request_vars
+from sse_offload.front import http_date
+from sse_offload.http_vars import head_vars, parse_head, request_vars
 
 PEER = IPv4Address("TCP", "10.1.2.3", 40000)
 LOCAL = IPv4Address("TCP", "127.0.0.2", 9090)
@@ -319,3 +319,36 @@ def test_tls_connections_go_to_twisted_web(gateway_factory, redis_server, redis,
     _read_until(stream, b"data: secret\n\n")
     stream.close()
     teapot.close()
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_unix_listener_serves_streams_and_answers(
+    gateway_factory, redis_server, redis, tmp_path, processes: str
+) -> None:
+    # unix.Server is a tcp.Server subclass whose host address has no port: SERVER_PORT and
+    # SERVER_NAME must come from the address, not the class (it raised AttributeError).
+    path = tmp_path / "gw.sock"
+    args = ("--listen", f"unix:{path}")
+    if processes != "1":
+        args += ("--processes", processes)
+    gateway = gateway_factory(RULES, redis=redis_server.address, args=args).start()
+    wait_for(path.exists, timeout=20, what="the unix socket")
+
+    def unix_request(request: bytes) -> tuple[socket.socket, bytes]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(request)
+        return sock, _read_until(sock, b"\r\n\r\n")
+
+    with_host, head = unix_request(b"GET /ev/u HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert b"Content-Type: text/event-stream\r\n" in head
+    answered, head = unix_request(b"GET /teapot HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 418 "), head
+    answered.close()
+    wait_numsub(redis, "u", 1)
+    redis.publish("u", "over unix")
+    assert b"data: over unix\n\n" in _read_until(with_host, b"data: over unix\n\n")
+    with_host.close()
+    assert "Traceback" not in gateway.log()

@@ -1,4 +1,4 @@
-"""The hub in-process: shared subscriptions against a real redis-server, keepalive on a Clock."""
+"""The streams in-process: shared subscriptions against a real redis-server, keepalive on a Clock."""
 
 from __future__ import annotations
 
@@ -8,22 +8,22 @@ import pytest
 import pytest_twisted
 from twisted.internet import task
 
-from sse_offload.pubsub import BACKOFF_MAX, Hub, backoff_delay
+from sse_offload.pubsub import BACKOFF_MAX, backoff_delay
 from sse_offload.redis_address import parse_address
 from sse_offload.sse import GAP_COMMENT, Mode, http_chunk
-from twisted_helpers import eventually
+from twisted_helpers import eventually, make_streams, subscribe
 
 
-def _stop_on_clock(hub: Hub, clock: task.Clock) -> None:
-    """Stop a hub that runs on a fake clock: let the drain period pass; nothing may be left."""
-    done = hub.stopService()
-    clock.pump([0.1] * int(hub.drain / 0.1 + 2))
+def _stop_on_clock(streams, clock: task.Clock) -> None:
+    """Stop a streams that runs on a fake clock: let the drain period pass; nothing may be left."""
+    done = streams.stopService()
+    clock.pump([0.1] * int(streams.drain / 0.1 + 2))
     assert done.called
     assert clock.getDelayedCalls() == []
 
 
 class RecordingListener:
-    """A listener that records what the hub writes (the stream layer is tested elsewhere)."""
+    """A listener that records what the streams writes (the stream layer is tested elsewhere)."""
 
     def __init__(self, mode: Mode = Mode.SSE, chunked: bool = False) -> None:
         self.mode = mode
@@ -37,7 +37,7 @@ class RecordingListener:
         self.received.append(data)
         self.wrote = True
 
-    def close(self) -> None:
+    def close(self, reason: str = "server") -> None:
         self.closed = True
 
 
@@ -50,11 +50,11 @@ async def test_thousand_listeners_share_one_subscription_and_leave_no_state(redi
     from twisted.internet import reactor
 
     address = parse_address(redis_server.address)
-    hub = Hub(reactor, address, keepalive=0)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0)
+    streams.startService()
     try:
         listeners = [RecordingListener() for _ in range(1000)]
-        removers = [hub.subscribe(address, b"shared", lst) for lst in listeners]
+        removers = [subscribe(streams, address, b"shared", lst) for lst in listeners]
         await _until(lambda: redis.numsub("shared") == 1)
         redis.publish("shared", "hello")
         await _until(lambda: all(lst.received for lst in listeners))
@@ -64,9 +64,9 @@ async def test_thousand_listeners_share_one_subscription_and_leave_no_state(redi
         for remove in removers:
             remove()
         await _until(lambda: redis.numsub("shared") == 0)
-        assert hub.server(address).channels == {}
+        assert streams.hub.server(address).channels == {}
     finally:
-        await hub.stopService()
+        await streams.stopService()
 
 
 @pytest_twisted.ensureDeferred
@@ -74,13 +74,13 @@ async def test_groups_by_mode_and_wire(redis_server, redis):
     from twisted.internet import reactor
 
     address = parse_address(redis_server.address)
-    hub = Hub(reactor, address, keepalive=0)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0)
+    streams.startService()
     try:
         sse_chunked = RecordingListener(Mode.SSE, chunked=True)
         sse_bare = RecordingListener(Mode.SSE)
         raw = RecordingListener(Mode.RAW)
-        removers = [hub.subscribe(address, b"g", x) for x in (sse_chunked, sse_bare, raw)]
+        removers = [subscribe(streams, address, b"g", x) for x in (sse_chunked, sse_bare, raw)]
         await _until(lambda: redis.numsub("g") == 1)
         redis.publish("g", "a\nb")
         await _until(lambda: sse_chunked.received and sse_bare.received and raw.received)
@@ -90,7 +90,7 @@ async def test_groups_by_mode_and_wire(redis_server, redis):
         for remove in removers:
             remove()
     finally:
-        await hub.stopService()
+        await streams.stopService()
 
 
 @pytest_twisted.ensureDeferred
@@ -99,30 +99,30 @@ async def test_resubscribe_while_unsubscribe_in_flight_keeps_the_channel(redis_s
     from twisted.internet import reactor
 
     address = parse_address(redis_server.address)
-    hub = Hub(reactor, address, keepalive=0)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0)
+    streams.startService()
     try:
-        await _until(lambda: hub.server(address).protocol is not None)
+        await _until(lambda: streams.hub.server(address).protocol is not None)
         first = RecordingListener()
-        remove = hub.subscribe(address, b"flip", first)
+        remove = subscribe(streams, address, b"flip", first)
         remove()
         second = RecordingListener()
-        remove2 = hub.subscribe(address, b"flip", second)
+        remove2 = subscribe(streams, address, b"flip", second)
         await _until(lambda: redis.numsub("flip") == 1)
         redis.publish("flip", "x")
         await _until(lambda: second.received)
         assert first.received == []
         remove2()
     finally:
-        await hub.stopService()
+        await streams.stopService()
 
 
 def test_keepalive_only_to_idle_sse_listeners() -> None:
     clock = task.Clock()
     address = parse_address("/nonexistent/redis.sock")
-    hub = Hub(clock, None, keepalive=15, clock=clock)
-    hub.startService()
-    server = hub.server(address)
+    streams = make_streams(clock, None, keepalive=15, clock=clock)
+    streams.startService()
+    server = streams.hub.server(address)
     idle_sse, busy_sse = RecordingListener(Mode.SSE), RecordingListener(Mode.SSE, chunked=True)
     idle_raw = RecordingListener(Mode.RAW)
     for lst in (idle_sse, busy_sse, idle_raw):
@@ -138,7 +138,7 @@ def test_keepalive_only_to_idle_sse_listeners() -> None:
     assert idle_raw.received == []
     clock.advance(15)  # nothing written since the last tick: all sse listeners get one
     assert busy_sse.received == [b"x", b"3\r\n:\n\n\r\n"]
-    _stop_on_clock(hub, clock)
+    _stop_on_clock(streams, clock)
 
 
 @pytest.mark.parametrize("attempt", range(12))
@@ -153,18 +153,18 @@ async def test_after_a_redis_restart_streams_get_the_gap_notice_then_messages(fr
     from twisted.internet import reactor
 
     address = parse_address(fresh_redis.address)
-    hub = Hub(reactor, address, keepalive=0)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0)
+    streams.startService()
     redis = fresh_redis.client()
     try:
         sse, raw = RecordingListener(Mode.SSE), RecordingListener(Mode.RAW)
         chunked = RecordingListener(Mode.SSE, chunked=True)
         for lst in (sse, raw, chunked):
-            hub.subscribe(address, b"g", lst)
+            subscribe(streams, address, b"g", lst)
         await _until(lambda: redis.numsub("g") == 1)
         redis.close()
         fresh_redis.kill()
-        await _until(lambda: hub.server(address).protocol is None)
+        await _until(lambda: streams.hub.server(address).protocol is None)
         fresh_redis.start()
         redis = fresh_redis.client()
         await _until(lambda: sse.received, timeout=20)
@@ -176,17 +176,17 @@ async def test_after_a_redis_restart_streams_get_the_gap_notice_then_messages(fr
         await _until(lambda: len(sse.received) == 2)
         assert sse.received[1] == b"data: after\n\n"
         assert not sse.closed
-        assert hub.stats["redis_reconnects"] == 1
+        assert streams.stats["redis_reconnects"] == 1
     finally:
         redis.close()
-        await hub.stopService()
+        await streams.stopService()
 
 
 def test_outage_longer_than_the_limit_closes_the_streams() -> None:
     clock = task.Clock()
-    hub = Hub(clock, None, keepalive=0, clock=clock, outage_limit=30)
-    hub.startService()
-    server = hub.server(parse_address("/nonexistent/redis.sock"))  # never connects
+    streams = make_streams(clock, None, keepalive=0, clock=clock, outage_limit=30)
+    streams.startService()
+    server = streams.hub.server(parse_address("/nonexistent/redis.sock"))  # never connects
     waiting = RecordingListener()
     server.add(b"k", waiting)
     clock.advance(29)
@@ -194,9 +194,10 @@ def test_outage_longer_than_the_limit_closes_the_streams() -> None:
     clock.advance(1)
     assert waiting.closed
     late = RecordingListener()
-    server.add(b"k", late)  # after the limit, new streams do not wait either
-    assert (late.closed and b"k" not in server.channels) or late not in server.channels[b"k"].groups
-    _stop_on_clock(hub, clock)
+    assert not streams.join(server.address, b"k", late)  # after the limit, streams do not wait
+    assert late.closed
+    assert late not in list(server.listeners())
+    _stop_on_clock(streams, clock)
 
 
 @pytest_twisted.ensureDeferred
@@ -207,12 +208,12 @@ async def test_a_redis_that_stops_answering_is_dropped_and_reconnected(fresh_red
 
     clock = task.Clock()
     address = parse_address(fresh_redis.address)
-    hub = Hub(reactor, address, keepalive=0, clock=clock)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0, clock=clock)
+    streams.startService()
     try:
         listener = RecordingListener()
-        hub.subscribe(address, b"h", listener)
-        server = hub.server(address)
+        subscribe(streams, address, b"h", listener)
+        server = streams.hub.server(address)
         await _until(lambda: server.protocol is not None)
         first = server.protocol
         fresh_redis.proc.send_signal(signal.SIGSTOP)  # half-open: connected, silent
@@ -227,7 +228,7 @@ async def test_a_redis_that_stops_answering_is_dropped_and_reconnected(fresh_red
             await task.deferLater(reactor, 0.05)
         await _until(lambda: listener.received == [GAP_COMMENT])
     finally:
-        await hub.stopService()
+        await streams.stopService()
 
 
 class PausableStream:
@@ -264,39 +265,39 @@ async def test_messages_over_the_size_limit_are_dropped_and_counted(redis_server
     from twisted.internet import reactor
 
     address = parse_address(redis_server.address)
-    hub = Hub(reactor, address, keepalive=0, max_message_size=1000)
-    hub.startService()
+    streams = make_streams(reactor, address, keepalive=0, max_message_size=1000)
+    streams.startService()
     try:
         listener = RecordingListener()
-        remove = hub.subscribe(address, b"big", listener)
+        remove = subscribe(streams, address, b"big", listener)
         await _until(lambda: redis.numsub("big") == 1)
         redis.publish("big", b"x" * 1001)
         redis.publish("big", b"y" * 1000)
         await _until(lambda: listener.received)
         assert listener.received == [b"data: " + b"y" * 1000 + b"\n\n"]
-        assert hub.stats["messages_dropped_too_large"] == 1
+        assert streams.stats["messages_dropped_too_large"] == 1
         remove()
     finally:
-        await hub.stopService()
+        await streams.stopService()
 
 
 def test_shutdown_sends_retry_hints_then_closes_streams_over_the_drain_period() -> None:
     clock = task.Clock()
-    hub = Hub(clock, None, keepalive=0, clock=clock, drain=1.0)
-    hub.startService()
-    server = hub.server(parse_address("/nonexistent/redis.sock"))
-    streams = [RecordingListener(Mode.SSE) for _ in range(50)]
+    streams = make_streams(clock, None, keepalive=0, clock=clock, drain=1.0)
+    streams.startService()
+    server = streams.hub.server(parse_address("/nonexistent/redis.sock"))
+    sse = [RecordingListener(Mode.SSE) for _ in range(50)]
     raw = RecordingListener(Mode.RAW)
-    for s in [*streams, raw]:
+    for s in [*sse, raw]:
         server.add(b"k", s)
-    done = hub.stopService()
-    assert all(s.received and s.received[0].startswith(b"retry: ") for s in streams)
+    done = streams.stopService()
+    assert all(s.received and s.received[0].startswith(b"retry: ") for s in sse)
     assert raw.received == []
-    closed_at_start = sum(s.closed for s in [*streams, raw])
+    closed_at_start = sum(s.closed for s in [*sse, raw])
     assert 0 < closed_at_start < 51, "closes are spread, not all at once"
     clock.pump([0.1] * 5)
     assert not done.called
     clock.pump([0.1] * 6)  # 1.1 s in all
-    assert all(s.closed for s in [*streams, raw])
+    assert all(s.closed for s in [*sse, raw])
     assert done.called
     assert clock.getDelayedCalls() == []

@@ -76,3 +76,24 @@ def no_delayed_calls_left_behind() -> Iterator[None]:
     yield
     leaked = [c for c in reactor.getDelayedCalls() if c not in before and c.active()]
     assert not leaked, f"delayed calls left behind: {leaked}"
+
+
+def make_streams(reactor, address, keepalive: float = 0, clock=None, **limits):
+    """A hub for ``address`` and the stream layer over it (what build_gateway makes): the
+    Broadcaster, which starts and stops its hub. ``limits``: the hub's ``outage_limit`` and
+    ``max_message_size``, the broadcaster's ``max_paused`` and ``drain``."""
+    from sse_offload.broadcast import Broadcaster
+    from sse_offload.pubsub import Hub
+
+    hub_keys = {"outage_limit", "max_message_size"}
+    hub = Hub(reactor, address, clock=clock, **{k: v for k, v in limits.items() if k in hub_keys})
+    return Broadcaster(
+        hub, keepalive, **{k: v for k, v in limits.items() if k not in hub_keys}
+    )
+
+
+def subscribe(streams, address, channel: bytes, listener):
+    """``listener`` joins ``channel``; returns the function that removes it."""
+    assert streams.join(address, channel, listener)
+    server = streams.hub.server(address)
+    return lambda: server.remove(channel, listener)

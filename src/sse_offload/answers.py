@@ -18,7 +18,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from .config import Config
+from .config import Config, StaticMap
 from .config.grammar import reason_phrase
 from .redis_address import AddressError, RedisAddress, parse_address
 from .routing import (
@@ -105,9 +105,9 @@ def gateway_answer(outcome: Outcome) -> Answer | None:
     return None
 
 
-def static_target(config: Config, vars: Mapping[str, str]) -> str | None:
-    """The file a ``static-map`` serves for a request with these vars, if any. The vars,
-    not the request line: ``setmethod``/``setpathinfo``/``rewrite`` have had their say."""
+def static_target(config: Config, vars: Mapping[str, str]) -> tuple[StaticMap, str] | None:
+    """The ``static-map`` that serves a request with these vars, and the file, if any. The
+    vars, not the request line: ``setmethod``/``setpathinfo``/``rewrite`` have had their say."""
     if vars.get("REQUEST_METHOD") not in ("GET", "HEAD"):
         return None
     path_info = vars.get("PATH_INFO", "")
@@ -115,7 +115,7 @@ def static_target(config: Config, vars: Mapping[str, str]) -> str | None:
         if path_info.startswith(mapping.mount):
             target = static_map_target(mapping, path_info[len(mapping.mount) :])
             if target is not None:
-                return target
+                return mapping, target
     return None
 
 
@@ -131,7 +131,7 @@ def stream_target(
     default_address: RedisAddress | None,
     allowed_servers: Collection[tuple[object, ...]],
     max_channel_length: int = MAX_CHANNEL_NAME,
-) -> tuple[SseTarget, RedisAddress | None | str]:
+) -> tuple[SseTarget, RedisAddress | str | None]:
     """The channel and server an offload names: ``(target, address)``; the address is
     ``default_address`` when the action names none. Where the stream cannot start,
     ``address`` is instead the reason: :data:`NO_CHANNEL`, :data:`LONG_CHANNEL`,

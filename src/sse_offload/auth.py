@@ -23,8 +23,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from passlib.apache import HtpasswdFile  # type: ignore[import-untyped]
-from passlib.context import CryptContext  # type: ignore[import-untyped]
+from passlib.apache import HtpasswdFile
+from passlib.context import CryptContext
 
 #: The schemes accepted in htpasswd files (Apache's htpasswd writes the first four).
 HTPASSWD_SCHEMES = (

@@ -21,7 +21,7 @@ from typing import Final, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.base import DelayedCall
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .pubsub import Hub, RedisServerConnection
@@ -137,7 +137,7 @@ class Broadcaster(Service):
         self.drain = drain
         #: Streams whose clients stopped reading, and since when (one timer for all).
         self.watch = SlowClientWatch(self.clock, max_paused, self.stats)
-        self._keepalive_call: DelayedCall | None = None
+        self._keepalive_call: IDelayedCall | None = None
         hub.subscription = self.fanout
         hub.events = self
 

@@ -63,10 +63,9 @@ class DeadlineHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
     def _arm(self) -> None:
-        from twisted.internet import reactor
-
         self._disarm()
-        self._head_call = reactor.callLater(self.header_deadline, self._too_slow)
+        # The site's reactor (Site.buildProtocol sets callLater): a test's Clock drives it.
+        self._head_call = self.callLater(self.header_deadline, self._too_slow)
 
     def _disarm(self) -> None:
         cancel(self._head_call)

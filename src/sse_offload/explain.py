@@ -1,7 +1,8 @@
 """``sse-offload explain``: walk the chains for one request, as the gateway would.
 
 Nothing here decides anything: the request vars come from :func:`cgi_vars`, the chains
-run in :func:`run_chain` / :func:`respond`, static-map through :func:`static_map_target`,
+run in :func:`run_chain` / :func:`respond`, and what the gateway answers, serves or streams
+comes from answers.py (:func:`gateway_answer`, :func:`static_target`, :func:`stream_target`),
 exactly the calls the front resource makes. This module only prints the engine's trace.
 """
 
@@ -10,35 +11,34 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sse_offload.answers import (
+    LONG_CHANNEL,
+    NO_CHANNEL,
+    REFUSED_SERVER,
+    SSE_HEADERS,
+    gateway_answer,
+    static_target,
+    stream_target,
+)
 from sse_offload.config.model import Config, Rule, SourcePos
+from sse_offload.redis_address import AddressError, parse_address
 from sse_offload.routing import (
-    AuthRequired,
     Break,
     Continue,
     Offload,
     Outcome,
-    Redirect,
     RequestState,
-    Return,
     Static,
     cgi_vars,
     describe,
-    parse_sse_arg,
     respond,
     run_chain,
-    static_map_target,
 )
 from sse_offload.routing.state import TraceEntry
 
 #: Keys that configure an app (the app-integration issue runs them); explain then assumes
 #: the request reaches an app, as it will.
 APP_KEYS = ("wsgi-file", "wsgi", "module", "proxy")
-#: The head of a stream offloaded from the request chain (DESIGN §4.7), as web.py sends it.
-SSE_HEADERS = (
-    ("Content-Type", "text/event-stream"),
-    ("Cache-Control", "no-cache"),
-    ("X-Accel-Buffering", "no"),
-)
 
 
 class ExplainError(ValueError):
@@ -119,39 +119,45 @@ def _trace(
         out.say("  (not reached)")
 
 
+def _literal_servers(config: Config) -> set[tuple[object, ...]]:
+    keys = set()
+    for text in config.literal_servers():
+        try:
+            keys.add(parse_address(text).key)
+        except AddressError:
+            pass
+    return keys
+
+
 def _target(config: Config, offload: Offload) -> str:
-    target = parse_sse_arg(offload.arg)
-    if target.channel is None:
+    # The --redis address is not known here: a server= that is not written in the rules is
+    # refused unless it is that address.
+    target, address = stream_target(offload, None, _literal_servers(config))
+    if address == NO_CHANNEL:
         return f"{offload.mode} with no subscribe=: the gateway answers 500"
-    if target.server is None:
+    if address == LONG_CHANNEL:
+        return f"{offload.mode} with a channel name over the limit: the gateway answers 400"
+    if address is None:
         where = "the default Redis"
-    elif offload.expanded and target.server not in config.literal_servers():
+    elif address == REFUSED_SERVER:
         where = (
             f"server {target.server!r}, which the configuration does not name: "
             "refused with 403 unless it is the --redis address"
         )
+    elif isinstance(address, str):
+        where = f"server {target.server!r}, not a valid address ({address}): answered with 500"
     else:
         where = f"server {target.server!r}"
-    return f"{offload.mode} stream of channel {_show(target.channel)} on {where}"
+    return f"{offload.mode} stream of channel {_show(target.channel or '')} on {where}"
 
 
 def _gateway_answer(outcome: Outcome) -> tuple[int, list[tuple[str, str]]] | None:
     """Status and headers of a response the gateway makes for a request-chain outcome."""
-    if isinstance(outcome, Break):
-        if outcome.status is None:
-            return None
-        return outcome.status, [("Content-Type", "text/plain"), ("Connection", "close")]
-    if isinstance(outcome, Return):
-        return outcome.status, [("Content-Type", "text/plain")]
-    if isinstance(outcome, AuthRequired):
-        return 401, [("WWW-Authenticate", f'Basic realm="{outcome.realm}"'),
-                     ("Content-Type", "text/plain")]
+    answer = gateway_answer(outcome)
+    if answer is not None:
+        return answer.status, list(answer.headers)
     if isinstance(outcome, Static):
-        if outcome.path is None:
-            return 404, [("Content-Type", "text/plain; charset=utf-8")]
         return 200, []
-    if isinstance(outcome, Redirect):
-        return outcome.status, [("Location", outcome.location), ("Content-Type", "text/plain")]
     return None
 
 
@@ -230,17 +236,13 @@ def _after_request_chain(
     added: list[tuple[str, str]],
     status: int | None,
 ) -> None:
-    vars = state.vars
-    if vars.get("REQUEST_METHOD") in ("GET", "HEAD"):
-        path_info = vars.get("PATH_INFO", "")
-        for mapping in config.static_maps:
-            if path_info.startswith(mapping.mount):
-                target = static_map_target(mapping, path_info[len(mapping.mount) :])
-                if target is not None:
-                    out.say(f"static-map ({mapping.pos}): serves {target}")
-                    out.outcome = f"serve the file {target} (static-map, {mapping.pos})"
-                    _response_side(out, config, state, 200, [], made_by="the gateway")
-                    return
+    served = static_target(config, state.vars)
+    if served is not None:
+        mapping, target = served
+        out.say(f"static-map ({mapping.pos}): serves {target}")
+        out.outcome = f"serve the file {target} (static-map, {mapping.pos})"
+        _response_side(out, config, state, 200, [], made_by="the gateway")
+        return
     simulated = bool(answers or added or status is not None)
     app = next((k for k in APP_KEYS if config.option(k) is not None), None)
     if not simulated and app is None:

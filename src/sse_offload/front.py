@@ -20,10 +20,8 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from twisted.internet import tcp, unix
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.base import DelayedCall
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -61,7 +59,7 @@ class HeadWatch:
         self.clock = clock
         self.deadline = deadline
         self.waiting: dict[FrontProtocol, float] = {}
-        self._call: DelayedCall | None = None
+        self._call: IDelayedCall | None = None
 
     def add(self, protocol: FrontProtocol) -> None:
         if protocol not in self.waiting:
@@ -103,15 +101,17 @@ class FrontProtocol(Protocol):
     # --- the connection ---------------------------------------------------------------------
     def connectionMade(self) -> None:
         transport = self.transport
-        if not plain_transport(transport):
-            self._delegate()
+        if ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False):
+            self._delegate()  # TLS: twisted.web's, which negotiates HTTP/2 too
             return
-        # The client sent its request right after connecting: it is usually here already,
-        # which saves a reactor turn.
-        try:
-            data = transport.socket.recv(READ_SIZE)
-        except OSError:
-            data = b""  # nothing yet (EAGAIN), or an error the reactor will report
+        data = b""
+        if plain_transport(transport):
+            # The client sent its request right after connecting: it is usually here
+            # already, which saves a reactor turn.
+            try:
+                data = transport.socket.recv(READ_SIZE)  # type: ignore[union-attr]
+            except OSError:
+                pass  # nothing yet (EAGAIN), or an error the reactor will report
         if data:
             self.dataReceived(data)
         else:
@@ -185,8 +185,7 @@ class FrontProtocol(Protocol):
     # --- the owner of a stream started here (stream.StreamOwner) -----------------------------
     def open(self, stream: SSEStream) -> None:
         self.stream = stream
-        transport = self.transport
-        assert isinstance(transport, (tcp.Server, unix.Server))
+        transport: Any = self.transport
         stream.attach(transport, chunked=True, head=self.site.stream_head())
         transport.registerProducer(stream, True)
 

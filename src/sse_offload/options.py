@@ -14,6 +14,7 @@ from typing import Final
 
 from twisted.python import usage
 
+from .answers import MAX_CHANNEL_NAME
 from .backends.upstream import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_HEAD_TIMEOUT,
@@ -22,12 +23,12 @@ from .backends.upstream import (
     parse_upstream,
 )
 from .backends.wsgi import DEFAULT_THREADS, AppSpec
+from .broadcast import DEFAULT_DRAIN, DEFAULT_KEEPALIVE
 from .channel import HEADER_DEADLINE
 from .config import Config
-from .pubsub import DEFAULT_DRAIN, DEFAULT_KEEPALIVE, DEFAULT_MAX_MESSAGE
+from .pubsub import DEFAULT_MAX_MESSAGE
 from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
 from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
-from .web import MAX_CHANNEL_NAME
 
 #: Where a gateway listens when neither --listen, ``listen`` nor ``http-socket`` says:
 #: loopback only, as the admin listener. A gateway started to try it out should not serve
@@ -217,7 +218,8 @@ class Settings:
 
 @dataclass(frozen=True)
 class Limits:
-    """The bounds on streams and messages (defaults and their sources: pubsub.py, stream.py)."""
+    """The bounds on streams and messages (defaults and their sources: pubsub.py,
+    broadcast.py, stream.py)."""
 
     outage_limit: float | None = None
     drain: float = DEFAULT_DRAIN

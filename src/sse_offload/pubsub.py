@@ -22,18 +22,14 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
-import hiredis
-import txredisapi
 from twisted.application.service import Service
-from twisted.internet import defer, protocol
-from twisted.internet.base import DelayedCall
-from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.ssl import optionsForClientTLS
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .redis_address import RedisAddress
+from .redis_protocol import HubFactory, HubProtocol, client_endpoint, encode_command
 from .timers import cancel
 
 # Reconnect backoff: start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap matches
@@ -43,8 +39,6 @@ BACKOFF_INITIAL: Final = 0.5
 BACKOFF_FACTOR: Final = 1.5
 BACKOFF_JITTER: Final = 0.10
 BACKOFF_MAX: Final = 10.0
-#: Connect timeout for a Redis server; a SYN to a dead host should not stall a retry for long.
-CONNECT_TIMEOUT: Final = 5.0
 #: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
 #: connection is dropped and made again: txredisapi has no health check, and a half-open TCP
 #: connection (a Redis host that vanished) would otherwise look alive until the kernel's
@@ -61,14 +55,6 @@ def backoff_delay(attempt: int, rand: Callable[[], float] = random.random) -> fl
     """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry)."""
     base = min(BACKOFF_MAX, BACKOFF_INITIAL * BACKOFF_FACTOR**min(attempt, 64))
     return base * (1 + BACKOFF_JITTER * (2 * rand() - 1))
-
-
-def encode_command(*args: bytes) -> bytes:
-    """RESP2 encoding of one command; the hub writes (UN)SUBSCRIBE itself, one channel each."""
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(parts)
 
 
 class Subscription(Protocol):
@@ -99,123 +85,6 @@ class HubEvents(Protocol):
         """``server`` has been unreachable for longer than the hub's ``outage_limit``."""
 
 
-class _HubProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-    """txredisapi's subscriber protocol (AUTH, SELECT, PING), fed by our own hiredis reader.
-
-    Every complete reply in a read is handled (the original plugin handled one reply per
-    read and so lagged a message behind, difference 2); messages of one read are handed to
-    the server as one batch. (Un)subscribe confirmations are consumed here: txredisapi
-    queues one reply per (UN)SUBSCRIBE command but Redis sends one per channel, so its reply
-    queue goes out of step as soon as a command names several channels.
-    """
-
-    server: RedisServerConnection
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self._hub_reader = hiredis.Reader(
-            protocolError=txredisapi.InvalidData, replyError=txredisapi.ResponseError
-        )
-
-    def connectionMade(self) -> defer.Deferred[object]:
-        d: defer.Deferred[object] = super().connectionMade()
-        d.addCallback(self._auth_done)
-        d.addErrback(self.server.log_failure, "redis connection set-up failed")
-        return d
-
-    def _auth_done(self, _: object) -> None:
-        if self._ready:
-            self.server.connection_ready(self)
-
-    def connectionLost(self, reason: Failure) -> None:
-        super().connectionLost(reason)
-        self.server.connection_lost(self, reason)
-
-    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
-        reader = self._hub_reader
-        reader.feed(data)
-        batch: list[tuple[bytes, bytes]] = []
-        while True:
-            try:
-                reply = reader.gets()
-            except txredisapi.InvalidData as e:
-                self.server.log.error(
-                    "protocol error from redis {server}: {error}", server=self.server, error=e
-                )
-                self.transport.abortConnection()
-                break
-            if reply is False:
-                break
-            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
-                if len(reply[2]) > self.server.hub.max_message_size:
-                    self.server.dropped(reply[1], len(reply[2]))
-                    continue
-                batch.append((reply[1], reply[2]))
-            else:
-                self._other_reply(reply)
-        if batch:
-            self.server.deliver(batch)
-
-    def _other_reply(self, reply: object) -> None:
-        if type(reply) is list and reply and reply[0] in (b"subscribe", b"unsubscribe"):
-            return
-        if isinstance(reply, txredisapi.ResponseError) and not self.replyQueue.waiting:
-            self.server.log.error(
-                "redis {server} answered with an error: {error}", server=self.server, error=reply
-            )
-            return
-        self.replyQueue.put(reply)
-
-    def write_commands(self, commands: Iterable[bytes]) -> None:
-        data = b"".join(commands)
-        if data:
-            self.transport.write(data)
-
-
-class _HubFactory(protocol.Factory):
-    """Builds hub protocols with the settings txredisapi's factories would give them."""
-
-    protocol = _HubProtocol
-    noisy = False  # the hub logs connects and losses itself
-    # Attributes txredisapi's protocol reads from its factory on AUTH/SELECT failure.
-    isLazy = False
-
-    def __init__(self, server: RedisServerConnection) -> None:
-        self.server = server
-
-    def buildProtocol(self, addr: object) -> _HubProtocol:
-        a = self.server.address
-        p = _HubProtocol(
-            charset=None,
-            convertNumbers=False,
-            password=a.password,
-            username=a.username,
-            # pub/sub channels span every logical database: a SELECT would only cost a
-            # round trip (and fail on a Redis that has one database)
-            dbid=None,
-            replyTimeout=None,
-        )
-        p.factory = self
-        p.server = self.server
-        return p
-
-    def stopTrying(self) -> None:
-        """txredisapi calls this when AUTH fails; the hub keeps retrying with backoff."""
-
-    def connectionError(self, message: str) -> None:
-        self.server.log.error("redis {server}: {message}", server=self.server, message=message)
-
-
-def client_endpoint(reactor: object, address: RedisAddress) -> IStreamClientEndpoint:
-    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate)."""
-    if address.kind == "unix":
-        return UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
-    endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=CONNECT_TIMEOUT)
-    if address.kind == "tls":
-        return wrapClientTLS(optionsForClientTLS(address.host), endpoint)
-    return endpoint
-
-
 class RedisServerConnection:
     """One Redis server: its subscriber connection, retry loop and channels."""
 
@@ -224,19 +93,20 @@ class RedisServerConnection:
     def __init__(self, hub: Hub, address: RedisAddress) -> None:
         self.hub = hub
         self.address = address
+        self.max_message_size = hub.max_message_size
         self.channels: dict[bytes, Subscription] = {}
-        self.protocol: _HubProtocol | None = None
-        self._factory = _HubFactory(self)
+        self.protocol: HubProtocol | None = None
+        self._factory = HubFactory(self)
         self._attempt = 0
         self._retry: object | None = None
-        self._connecting: defer.Deferred[object] | None = None
+        self._connecting: defer.Deferred[Any] | None = None
         self._running = False
         self._down_logged = False
         self.connections_made = 0
         self.outage_started: float | None = None  # when the connection was lost, or None
-        self._outage_call: DelayedCall | None = None
+        self._outage_call: IDelayedCall | None = None
         self._expired = False  # the outage outlasted the hub's outage_limit
-        self._ping_call: DelayedCall | None = None
+        self._ping_call: IDelayedCall | None = None
 
     def __str__(self) -> str:
         return str(self.address)
@@ -302,7 +172,7 @@ class RedisServerConnection:
             server=self, why=why, hint=hint,
         )
 
-    def connection_ready(self, p: _HubProtocol) -> None:
+    def connection_ready(self, p: HubProtocol) -> None:
         """AUTH done: resubscribe every channel with listeners."""
         if not self._running:
             p.transport.loseConnection()
@@ -320,7 +190,7 @@ class RedisServerConnection:
             self._outage_ends()
         self._ping_call = self.hub.clock.callLater(PING_INTERVAL, self._ping)
 
-    def connection_lost(self, p: _HubProtocol, reason: Failure) -> None:
+    def connection_lost(self, p: HubProtocol, reason: Failure) -> None:
         if self.protocol is p:
             self.protocol = None
             self._cancel_ping()
@@ -377,7 +247,7 @@ class RedisServerConnection:
         if self.protocol is not None and self._ping_call is None and self._running:
             self._ping_call = self.hub.clock.callLater(PING_INTERVAL, self._ping)
 
-    def _no_pong(self, failure: Failure, p: _HubProtocol) -> None:
+    def _no_pong(self, failure: Failure, p: HubProtocol) -> None:
         if p is not self.protocol:
             return  # that connection is gone already
         self.log.warn(
@@ -428,7 +298,7 @@ class RedisServerConnection:
                 "dropped a {size}-byte message on {channel} from {server}: over the "
                 "{limit}-byte limit ({count} so far)",
                 size=size, channel=show_channel(channel), server=self,
-                limit=self.hub.max_message_size, count=stats["messages_dropped_too_large"],
+                limit=self.max_message_size, count=stats["messages_dropped_too_large"],
             )
 
     def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
@@ -511,9 +381,7 @@ class Hub(Service):
 
     def stopService(self) -> defer.Deferred[object]:
         super().stopService()
-        d: defer.Deferred[object] = defer.DeferredList(
-            [s.stop() for s in self.servers.values()]
-        )
+        d: defer.Deferred[Any] = defer.DeferredList([s.stop() for s in self.servers.values()])
         return d
 
     def server(self, address: RedisAddress) -> RedisServerConnection:

@@ -14,14 +14,16 @@ from twisted.web import server
 from .backends import Backend
 from .backends.upstream import UpstreamBackend, UpstreamSpec
 from .backends.wsgi import AppSpec, WSGIBackend, load_app
+from .broadcast import Broadcaster
 from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
 from .front import GatewaySite
+from .gateway import Gateway
 from .options import ConfigurationError, Limits
 from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
-from .web import Gateway, GatewayResource
+from .web import GatewayResource
 
 log = Logger()
 
@@ -132,9 +134,11 @@ def build_backend(
 
 @dataclass
 class GatewayParts:
-    """The pieces of one serving process: its hub, the front gateway and the web site."""
+    """The pieces of one serving process: its hub, the streams over it (the service to
+    start and stop: it starts and stops the hub), the front gateway and the web site."""
 
     hub: Hub
+    streams: Broadcaster
     gateway: Gateway
     site: server.Site
 
@@ -156,15 +160,13 @@ def build_gateway(
     hub = Hub(
         reactor,  # type: ignore[arg-type]
         default_address,
-        keepalive,
         implicit_default=implicit_default,
         outage_limit=limits.outage_limit,
-        max_paused=limits.max_paused,
         max_message_size=limits.max_message_size,
-        drain=limits.drain,
     )
+    streams = Broadcaster(hub, keepalive, max_paused=limits.max_paused, drain=limits.drain)
     gateway = Gateway(
-        config=config, hub=hub, default_address=default_address, backend=backend,
+        config=config, streams=streams, default_address=default_address, backend=backend,
         max_queued=limits.max_queued,
         max_clients=limits.max_clients,
         max_clients_per_ip=limits.max_clients_per_ip,
@@ -173,7 +175,7 @@ def build_gateway(
     gateway.allow([default_address, *literal_addresses(config)])
     site = GatewaySite(GatewayResource(gateway), limits.header_timeout)
     site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[method-assign]
-    return GatewayParts(hub, gateway, site)
+    return GatewayParts(hub, streams, gateway, site)
 
 
 class GatewayService(service.MultiService):

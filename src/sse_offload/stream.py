@@ -17,13 +17,10 @@ import collections
 import socket
 import time
 from collections.abc import Callable
-from typing import Final
-
-from typing import Protocol
+from typing import Final, Protocol
 
 from twisted.internet import tcp, unix
-from twisted.internet.base import DelayedCall
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -144,7 +141,7 @@ class SlowClientWatch:
         self.aborted = 0
         #: Shared counters (the hub's): streams_closed_<reason>, for the log and /metrics.
         self.stats: collections.Counter[str] = stats if stats is not None else collections.Counter()
-        self._call: DelayedCall | None = None
+        self._call: IDelayedCall | None = None
 
     def start(self) -> None:
         if self.max_paused > 0 and self._call is None:

@@ -147,7 +147,7 @@ def makeService(options: Options) -> service.MultiService:
             # replaced by the embedded server's socket once it starts
             parts.gateway.allowed_servers.discard(settings.redis.key)
         root.parts = parts
-        root.add(parts.hub, after_redis=True)
+        root.add(parts.streams, after_redis=True)
         for description in listen:
             root.add(listen_service(description, parts.site, reactor))
         if settings.admin:

@@ -131,9 +131,10 @@ class GatewayResource(resource.Resource):
             if transport is not None:
                 transport.loseConnection()
             return server.NOT_DONE_YET
-        file = static_target(self.gateway.config, state.vars) if isinstance(
+        served = static_target(self.gateway.config, state.vars) if isinstance(
             outcome, Continue
         ) else None
+        file = served[1] if served is not None else None
         backend = self.gateway.backend
         if isinstance(outcome, Continue) and backend is not None and file is None:
             # The app's head goes through app_head(), which runs the response side; an

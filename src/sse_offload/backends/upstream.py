@@ -171,7 +171,7 @@ class _Relay(Protocol):
     def _client_gone(self, _: Failure) -> None:
         self.client_gone = True
         if self.transport is not None:
-            self.transport.stopProducing()
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
 
 class _Discard(Protocol):
@@ -183,7 +183,7 @@ class _Discard(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.seen += len(data)
         if self.seen > DISCARD_LIMIT and self.transport is not None:
-            self.transport.stopProducing()
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = client.ResponseDone) -> None:  # type: ignore[assignment]
         """Nothing to do."""

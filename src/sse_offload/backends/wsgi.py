@@ -130,7 +130,7 @@ def load_app(spec: AppSpec) -> WSGIApp:
     app = getattr(module, name, None)
     if not callable(app):
         raise AppError(f"{spec.describe()}: no callable named {name!r}")
-    return app  # type: ignore[no-any-return]
+    return app
 
 
 class _Sink:
@@ -163,7 +163,7 @@ def _wsgi_string(text: str) -> str:
 _OVERLAID: Final = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "REQUEST_URI", "REMOTE_USER")
 
 
-class GatewayWSGIResponse(wsgi._WSGIResponse):  # type: ignore[misc]
+class GatewayWSGIResponse(wsgi._WSGIResponse):
     """A ``_WSGIResponse`` whose head goes through the gateway's response side."""
 
     def __init__(

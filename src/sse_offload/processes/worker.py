@@ -118,12 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fd, family in args.fd:
         ports.append(IReactorSocket(reactor).adoptStreamPort(fd, family, site))
         os.close(fd)  # adoptStreamPort duplicated it
-    parts.hub.startService()
+    parts.streams.startService()
 
     from ..service import install_reload_handler, reload_rules
 
     install_reload_handler(lambda: reload_rules(args.rules, parts.gateway))
-    reactor.addSystemEventTrigger("before", "shutdown", parts.hub.stopService)
+    reactor.addSystemEventTrigger("before", "shutdown", parts.streams.stopService)
     if backend is not None:  # after the hub's, as the single-process service tree does
         reactor.addSystemEventTrigger("before", "shutdown", backend.stopService)
     log.info("worker {index} (pid {pid}) serving", index=args.index, pid=os.getpid())

@@ -190,3 +190,22 @@ def test_a_head_that_never_ends_is_cut_at_the_deadline() -> None:
     assert not transport.disconnecting
     memory.reactor.advance(2)
     assert transport.disconnecting
+
+
+def test_the_stream_end_log_line_names_the_channel_as_text() -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event))
+
+    memory = Memory()
+    protocol, _ = memory.connect(b"GET /ev/caf%C3%A9 HTTP/1.1\r\nHost: a\r\n\r\n")
+    globalLogPublisher.addObserver(observe)
+    try:
+        protocol.connectionLost(connectionDone)
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    ended = [line for line in lines if line.startswith("stream ")]
+    assert len(ended) == 1 and ended[0].startswith("stream café of 10.0.0.7:50000 ended"), lines

@@ -45,7 +45,7 @@ def test_whattimeisit_streams_events_with_sse_headers(gateway, redis) -> None:
     assert client.header("Content-Type") == "text/event-stream"
     assert client.header("Cache-Control") == "no-cache"
     assert client.header("X-Accel-Buffering") == "no"
-    assert client.body == b"", "a stream starts with its head only (DESIGN §4.6)"
+    assert client.body == b"", "a stream starts with its head only (no comment, no retry:)"
     wait_numsub(redis, "clock", 1)
     redis.publish("clock", "1420070400")
     redis.publish("clock", "1420070401")

@@ -1,6 +1,6 @@
 """The rules language through the real gateway: ``twistd -n sse-offload`` in a subprocess.
 
-The seed README's routing-driven and action-parameter configs (seed §7.3, §7.7), then every
+The original plugin's README's routing-driven and action-parameter configs, then every
 request-chain outcome the front resource applies: return, redirect, basicauth (htpasswd
 with bcrypt, apr1 and {SHA} users), static:, rewrite, header actions on streams and on
 answers, and the response side on gateway-made responses.
@@ -25,10 +25,10 @@ PERL_REDIS = pytest.mark.skipif(
     reason="perl or the CPAN Redis module (Debian libredis-perl) is not installed",
 )
 
-# The seed README's routing-driven ini, verbatim (seed §7.3).
+# The original plugin's README's routing-driven ini, verbatim.
 README_ROUTING_INI = README_INI
 
-# The seed README's clock.pl, verbatim (seed §7.1).
+# The original plugin's README's clock.pl, verbatim.
 README_CLOCK_PL = """\
 use Redis;
 
@@ -59,7 +59,7 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-# --- seed §7.3 and §7.7 -----------------------------------------------------------------
+# --- the README's routing-driven and action-parameter examples ---------------------------
 
 
 @PERL_REDIS
@@ -88,7 +88,7 @@ def test_readme_routing_config_verbatim_streams_the_perl_clock(
 
 @pytest.mark.parametrize("mode", ["sse", "sseraw"])
 def test_readme_action_parameter_config(gateway_factory, redis_server, redis, mode: str) -> None:
-    # seed §7.7, with the private Redis's port in place of the README's 4040.
+    # The README's action-parameter example, with the private Redis's port for its 4040.
     rules = f"""\
         [uwsgi]
         route = ^/foobar {mode}:server=127.0.0.1:{redis_server.port},subscribe=foobar

@@ -1,4 +1,5 @@
-"""The streams in-process: shared subscriptions against a real redis-server, keepalive on a Clock."""
+"""The hub and the stream layer over it: shared subscriptions against a real redis-server,
+keepalive and drain on a Clock."""
 
 from __future__ import annotations
 

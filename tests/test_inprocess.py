@@ -174,7 +174,7 @@ def test_a_paused_client_over_its_backlog_is_dropped_and_the_others_go_on() -> N
 
 def test_shutdown_sends_a_retry_hint_then_the_last_chunk() -> None:
     memory = Memory()
-    protocol, transport = memory.connect(FAST)
+    _, transport = memory.connect(FAST)
     transport.clear()
     done = memory.streams.stopService()
     memory.reactor.pump([0.1] * 12)

@@ -67,7 +67,8 @@ def test_clock_b_keeps_the_apps_headers(gateway_factory, redis_server, redis) ->
     names = [name for name, _ in client.response_headers]
     assert client.header("Foo") == "Bar"
     assert client.header("Cache-Control") == "no-cache"
-    # DESIGN §4.7: the README's event/stream becomes text/event-stream, never duplicated
+    # difference 7 (docs/architecture.md): the README's event/stream becomes
+    # text/event-stream, never duplicated
     assert client.header("Content-Type") == "text/event-stream"
     assert names.count("Content-Type") == 1 and names.count("Cache-Control") == 1
     wait_numsub(redis, "clock", 1)
@@ -195,7 +196,7 @@ def test_response_chain_offload_uses_the_default_head(gateway_factory, redis_ser
     assert client.status == 200
     assert client.header("Content-Type") == "text/event-stream"
     assert client.header("X-Accel-Buffering") == "no"
-    assert client.header("Foo") is None  # DESIGN §4.7: the defaults replace the app's head
+    assert client.header("Foo") is None  # the response chain's defaults replace the app's head
     client.close()
 
 

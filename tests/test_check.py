@@ -297,3 +297,26 @@ def test_the_rule_files_users_start_from_pass_the_check() -> None:
     for path in shipped:
         status, out = run_check(str(path))
         assert status == 0, out
+
+
+@pytest.mark.parametrize("label", ["+2", " 2", "2x", "\t+2"])
+def test_goto_targets_the_engine_follows_are_accepted_by_check(label: str) -> None:
+    # The engine reads a goto label that names no rule with C atoi, as uWSGI does, so
+    # `goto:+2` jumps to rule 2: check must accept it, and say where it goes, as the engine.
+    from sse_offload.routing import RequestState, run_chain
+
+    body = (
+        f"route-run = goto:{label}\n"
+        "route-run = return:500\n"
+        "route-run = return:204\n"
+    )
+    config = load(body)  # raises RulesError if check refused the label
+    assert warnings_of(body) == []
+    outcome = run_chain(config.request_rules, RequestState({"PATH_INFO": "/"}))
+    assert getattr(outcome, "status", None) == 204
+
+
+def test_a_goto_label_that_is_no_rule_and_no_number_is_an_error() -> None:
+    with pytest.raises(RulesError) as info:
+        load("route-run = goto:+x\nroute-run = return:204\n")
+    assert "not a rule number" in info.value.diagnostics[0].message

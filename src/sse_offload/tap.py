@@ -19,6 +19,7 @@ from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
 from .config.loader import RESPONSE_SIDE_NOTE
 from .config.model import OFFLOAD_ACTIONS
+from .config.values import parse_kvlist
 from .options import (
     DEFAULT_LISTEN,
     Options,
@@ -30,7 +31,6 @@ from .options import (
 from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .processes.listeners import listen_service
 from .processes.mules import Mule
-from .routing.kvlist import parse_kvlist
 from .service import (
     ConfigurationError,
     GatewayService,

@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterator, Sequence
 
 from sse_offload.config.model import OFFLOAD_ACTIONS, Config, Diagnostic, Rule
+from sse_offload.config.values import goto_target, parse_kvlist
 from sse_offload.routing.expand import Part, template_parts
-from sse_offload.routing.kvlist import parse_kvlist
 
 #: Request vars a client chooses (seed §3.9): the request line and its headers.
 CLIENT_VARS = frozenset(
@@ -341,10 +341,8 @@ def _goto_target(rule: Rule, chain: Sequence[Rule]) -> int | None:
     arg = rule.action.arg
     if "$" in arg:
         return None
-    for index, other in enumerate(chain):
-        if other.label == arg:
-            return index
-    return int(arg) if arg.isdigit() else -1
+    target = goto_target(arg, [other.label for other in chain])
+    return -1 if target is None else target
 
 
 def _check_gotos(

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sse_offload.config.values import parse_kvlist
+
 #: Actions whose argument names a Redis server with ``server=``.
 OFFLOAD_ACTIONS = frozenset({"sse", "sseraw"})
 
@@ -232,9 +234,6 @@ class Config:
 
     def literal_servers(self) -> frozenset[str]:
         """Return the ``server=`` values written literally (no ``$``) in sse/sseraw rules."""
-        # Imported here: the routing package imports this module.
-        from sse_offload.routing.kvlist import parse_kvlist
-
         servers: set[str] = set()
         for rule in self.all_rules():
             action = rule.action

@@ -1,5 +1,6 @@
 """Routing: run rule chains over a request's state and interpret the sse action argument."""
 
+from sse_offload.config.values import SseTarget, parse_kvlist, parse_sse_arg
 from sse_offload.routing.cgi import cgi_vars, normalize_path_info
 from sse_offload.routing.engine import (
     ACTIONS,
@@ -17,7 +18,6 @@ from sse_offload.routing.engine import (
     run_chain,
 )
 from sse_offload.routing.expand import ROUTE_VARS, expand
-from sse_offload.routing.kvlist import SseTarget, parse_kvlist, parse_sse_arg
 from sse_offload.routing.response import ResponseDecision, respond, take_response_header
 from sse_offload.routing.state import RequestState, TraceEntry
 from sse_offload.routing.static import static_map_target

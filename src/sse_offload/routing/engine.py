@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sse_offload.config.grammar import parse_break_status, reason_phrase
 from sse_offload.config.model import Rule
+from sse_offload.config.values import goto_target
 from sse_offload.routing.conditions import ConditionError, evaluate
 from sse_offload.routing.expand import Reads, c_atoi, translate
 from sse_offload.routing.state import RequestState, TraceEntry, Verifier
@@ -208,9 +209,9 @@ def _return(step: Step) -> StepResult:
 
 def _goto(step: Step) -> StepResult:
     label = step.translate()[0]
-    target = next((i for i, r in enumerate(step.rules) if r.label == label), None)
+    target = goto_target(label, [r.label for r in step.rules])
     if target is None:
-        target = c_atoi(label)
+        target = 0  # C atoi of a non-number: a jump backwards
     if target <= step.index:
         step.error(f'"goto" can only jump forward ({label!r} is rule {target}): BREAK')
         return Break(None, step.rule)

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from sse_offload.config.values import C_SPACE, c_atoi
 from sse_offload.routing.state import RequestState
 
 #: A route var ``${fn[ARG]}``: called with ARG, the request vars and the request's state
 #: (None when expanding outside a request, as the unit tests and the checker do).
 RouteVar = Callable[[str, Mapping[str, str], RequestState | None], str]
 
-_C_SPACE = " \t\n\v\f\r"
 _ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -36,19 +36,6 @@ def _bytes(text: str) -> bytes:
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
-
-
-def c_atoi(text: str) -> int:
-    """C ``atoi``/``strtol(.., 10)``: leading space, a sign, digits; anything else ends it."""
-    digits = text.lstrip(_C_SPACE)
-    sign = 1
-    if digits[:1] in ("+", "-"):
-        sign = -1 if digits[0] == "-" else 1
-        digits = digits[1:]
-    end = 0
-    while end < len(digits) and "0" <= digits[end] <= "9":
-        end += 1
-    return sign * int(digits[:end]) if end else 0
 
 
 def _first_item(text: str, separator: str, name: str, strip: str) -> str:
@@ -67,7 +54,7 @@ def qs_var(name: str, vars: Mapping[str, str], state: RequestState | None = None
 
 def cookie_var(name: str, vars: Mapping[str, str], state: RequestState | None = None) -> str:
     """``${cookie[name]}``: the first non-empty value of cookie ``name`` in HTTP_COOKIE."""
-    return _first_item(vars.get("HTTP_COOKIE", ""), ";", name, _C_SPACE)
+    return _first_item(vars.get("HTTP_COOKIE", ""), ";", name, C_SPACE)
 
 
 def _now(state: RequestState | None) -> float:

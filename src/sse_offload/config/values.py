@@ -1,17 +1,56 @@
-"""uWSGI's key/value list (``server=...,subscribe=...``) and the sse action argument.
+"""Action values read as uWSGI reads them: C ``atoi``, the key/value list
+(``server=...,subscribe=...``), the sse action argument and ``goto`` targets.
 
-Both follow the original exactly (seed-behaviour §1.2 items 3-6; U:core/utils.c
-``uwsgi_kvlist_parse``), because a config written for the plugin must mean the same here.
+Pure functions of the text, shared by the rules checker (config/lint.py) and the routing
+engine, so that what ``sse-offload check`` accepts is exactly what the engine follows. They
+follow the original exactly (uWSGI's ``uwsgi_kvlist_parse`` in core/utils.c, C ``atoi``),
+because a config written for the plugin must mean the same here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sse_offload.routing.expand import c_atoi
-
-#: The plugin's default read size (SO:sse.c); DESIGN §4.10 accepts it and never caps messages.
+#: The plugin's default read size; ``buffer_size=`` is accepted and ignored: it never caps
+#: message size here (docs/architecture.md, difference 10).
 DEFAULT_BUFFER_SIZE = 4096
+
+#: What C's isspace() skips before a number.
+C_SPACE = " \t\n\v\f\r"
+
+
+def c_atoi(text: str) -> int:
+    """C ``atoi``/``strtol(.., 10)``: leading space, a sign, digits; anything else ends it."""
+    digits = text.lstrip(C_SPACE)
+    sign = 1
+    if digits[:1] in ("+", "-"):
+        sign = -1 if digits[0] == "-" else 1
+        digits = digits[1:]
+    end = 0
+    while end < len(digits) and "0" <= digits[end] <= "9":
+        end += 1
+    return sign * int(digits[:end]) if end else 0
+
+
+def c_number(text: str) -> bool:
+    """Does C ``atoi`` read a number from ``text`` (spaces, a sign, then a digit), rather
+    than give 0 for want of one?"""
+    rest = text.lstrip(C_SPACE)
+    if rest[:1] in ("+", "-"):
+        rest = rest[1:]
+    return rest[:1].isdigit()
+
+
+def goto_target(label: str, labels: Sequence[str | None]) -> int | None:
+    """The rule a ``goto:label`` jumps to in a chain whose rules have ``labels``: the first
+    rule with that label, else the label read as a rule number by C ``atoi`` (``+2`` and
+    ``2x`` are 2, as uWSGI reads them). None: neither (the engine reads it as 0, a jump
+    backwards, which ends the request with BREAK)."""
+    for index, other in enumerate(labels):
+        if other == label:
+            return index
+    return c_atoi(label) if c_number(label) else None
 
 
 def parse_kvlist(text: str) -> dict[str, str]:

@@ -1,4 +1,9 @@
-"""Redis server addresses (DESIGN §4.8, §4.10): parsing, identity, and client endpoints.
+"""Redis server addresses: parsing, identity, and client endpoints.
+
+The original plugin's ``host:port`` and unix paths, plus host names, IPv6, ``redis://``,
+``rediss://`` and ``unix://`` URLs, password and db (docs/architecture.md, difference 8).
+Subscriber connections are keyed by address and credentials, never by db: pub/sub channels
+span every logical database (difference 10).
 
 Accepted forms, the original plugin's first:
 
@@ -16,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
-#: The original plugin's default server (seed-behaviour §1.2.6).
+#: The original plugin's default server, when an action names none.
 DEFAULT_ADDRESS: Final = "127.0.0.1:6379"
 DEFAULT_PORT: Final = 6379
 
@@ -134,12 +139,14 @@ def parse_address(text: str) -> RedisAddress:
         return RedisAddress(kind="tcp", host=host, port=_port(rest[1:], original))
     if ":" in text:
         # uWSGI: text before the first ':' is the host; an empty host means this machine.
-        host, _, port = text.partition(":")
-        if ":" in port:
+        host, _, port_text = text.partition(":")
+        if ":" in port_text:
             raise AddressError(
                 f"ambiguous Redis address {original!r}: write IPv6 as [addr]:port"
             )
-        return RedisAddress(kind="tcp", host=host or "127.0.0.1", port=_port(port, original))
+        return RedisAddress(
+            kind="tcp", host=host or "127.0.0.1", port=_port(port_text, original)
+        )
     if text.startswith("@"):
         return RedisAddress(kind="unix", path="\0" + text[1:])
     return RedisAddress(kind="unix", path=os.path.abspath(text))

@@ -1,4 +1,4 @@
-"""pyparsing grammars of routing values (seed-behaviour §3.3) and the checks of their parts.
+"""pyparsing grammars of routing values (uWSGI's route syntax) and the checks of their parts.
 
 Only the *value* of a routing key is parsed here; the ini reader has already split lines.
 The forms, split exactly where uWSGI splits them (no whitespace is skipped anywhere):
@@ -28,7 +28,7 @@ from sse_offload.config.model import Action, Condition, Diagnostic, Rule, RulesE
 #: Maps an offset in a rule value to its position in the rules file.
 Locator = Callable[[int], SourcePos]
 
-#: Canonical action names, each with its aliases (seed §3.7, uWSGI's router plugins).
+#: Canonical action names, each with its aliases (uWSGI's router plugins).
 ACTION_NAMES: dict[str, tuple[str, ...]] = {
     "sse": (),
     "sseraw": (),
@@ -72,7 +72,7 @@ UWSGI_ONLY_ACTIONS = frozenset(
     }
 )
 
-#: Canonical condition names with their aliases (seed §3.4), and how many operands.
+#: Canonical condition names with their aliases (uWSGI's), and how many operands.
 CONDITION_NAMES: dict[str, tuple[str, ...]] = {
     "equal": ("isequal", "eq", "=="),
     "startswith": (),

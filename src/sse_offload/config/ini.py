@@ -1,4 +1,4 @@
-"""The uWSGI ini reader: an ordered multimap of the ``[uwsgi]`` section (seed-behaviour §5).
+"""The uWSGI ini reader: an ordered multimap of the ``[uwsgi]`` section, as uWSGI reads it.
 
 Values are expanded as uWSGI does (magic ``%X``, then ``$(ENV)``, then ``@(file)``, then
 ``%(name)``), and every character of an expanded value remembers the source column it came
@@ -88,7 +88,8 @@ def _magic(
             if pair[1] in table:
                 out.add(table[pair[1]], cols[i])
             else:
-                # Decision against uWSGI (DESIGN §4.13): it deletes unknown pairs silently,
+                # Decision against uWSGI (docs/architecture.md, difference 13): it deletes unknown
+                # pairs silently,
                 # which eats URL escapes such as %2F in a regex.
                 out.add(pair, cols[i])
                 warnings.append(

@@ -19,7 +19,8 @@ from sse_offload.config.model import OFFLOAD_ACTIONS, Config, Diagnostic, Rule
 from sse_offload.config.values import goto_target, parse_kvlist
 from sse_offload.routing.expand import Part, template_parts
 
-#: Request vars a client chooses (seed §3.9): the request line and its headers.
+#: Request vars a client chooses: the request line and its headers (HTTP_*), as uWSGI
+#: builds them.
 CLIENT_VARS = frozenset(
     {
         "REQUEST_METHOD", "REQUEST_URI", "PATH_INFO", "QUERY_STRING", "SERVER_PROTOCOL",
@@ -291,7 +292,7 @@ def _check_offload(rule: Rule, earlier: Sequence[Rule], out: list[Diagnostic]) -
                         rule,
                         f"server= in '{written}' comes from what the client sends "
                         f"({_names(risky)}): the gateway refuses servers the configuration "
-                        "does not name (DESIGN §4.9), but a client can still pick among them",
+                        "does not name, but a client can still pick among them",
                     )
                 )
         return

@@ -1,8 +1,9 @@
 """Load a rules file into a :class:`Config`, reporting every error of the file at once.
 
 Keys read elsewhere (``http-socket``, ``listen``, ``redis``, ``keepalive``, ``processes``,
-``rules``), no-op keys (``plugin(s)``, ``offload-thread(s)``, DESIGN §4.11) and common uWSGI
-options that mean nothing here are kept in ``Config.entries`` without a warning. Any other
+``rules``), no-op keys (``plugin(s)``, ``offload-thread(s)``: the gateway always offloads)
+and common uWSGI options that mean nothing here are kept in ``Config.entries`` without a
+warning. Any other
 unknown key is kept too, with a warning when it is one edit away from a key we know (a typo
 such as ``final-rout-if`` would otherwise be silently ignored, as uWSGI does).
 """
@@ -35,9 +36,9 @@ from sse_offload.config.model import (
     StaticMap,
 )
 
-#: Chain of each routing-key prefix (seed §3.2).
+#: Chain of each routing-key prefix, as uWSGI names them.
 CHAIN_PREFIXES = {"": "request", "response-": "response", "final-": "final", "error-": "error"}
-#: Subject var of each regexp routing key (seed §3.2).
+#: Subject var of each regexp routing key, as uWSGI matches them.
 SUBJECTS = {
     "route": "PATH_INFO",
     "route-host": "HTTP_HOST",
@@ -76,7 +77,8 @@ LATER_KEYS = frozenset(
 )
 #: Keys that put an app behind the gateway (in-process or upstream).
 APP_KEYS = ("wsgi-file", "wsgi", "module", "proxy")
-#: Keys read by the service or accepted and ignored (DESIGN §4.11-§4.12).
+#: Keys read by the service (every long option is an ini key of the same name) or
+#: accepted and ignored (docs/architecture.md, differences 11-12).
 SERVICE_KEYS = frozenset(
     {
         "http-socket", "listen", "redis", "keepalive", "rules", "processes", "plugin",

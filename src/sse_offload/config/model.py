@@ -12,7 +12,8 @@ from sse_offload.config.values import parse_kvlist
 #: Actions whose argument names a Redis server with ``server=``.
 OFFLOAD_ACTIONS = frozenset({"sse", "sseraw"})
 
-#: The four chains, in the order a request meets them (DESIGN §3); ``error`` is parsed only.
+#: The four chains, in the order a request meets them (docs/architecture.md, "A request");
+#: ``error`` is parsed only.
 CHAINS = ("request", "response", "final", "error")
 
 Severity = Literal["error", "warning", "note"]

@@ -1,4 +1,4 @@
-"""Request vars as uWSGI builds them: PATH_INFO from the raw request path (seed §3.9)."""
+"""Request vars as uWSGI builds them: PATH_INFO from the raw request path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ _HEX = b"0123456789abcdefABCDEF"
 
 
 def _hex_byte(pair: bytes) -> int:
-    # U:core/utils.c hex2num: an invalid digit makes the whole escape a NUL byte.
+    # uWSGI core/utils.c hex2num: an invalid digit makes the whole escape a NUL byte.
     if len(pair) != 2 or pair[0] not in _HEX or pair[1] not in _HEX:
         return 0
     return int(pair, 16)
@@ -64,7 +64,7 @@ def normalize_path_info(raw_path: bytes) -> str:
 
 
 def _text(raw: bytes) -> str:
-    # DESIGN §5: any byte survives the trip through the routing engine.
+    # Any byte survives the trip through the routing engine (UTF-8 with surrogateescape).
     return raw.decode("utf-8", "surrogateescape")
 
 
@@ -79,7 +79,7 @@ def cgi_vars(
     server_name: str = "",
     server_port: str = "",
 ) -> dict[str, str]:
-    """The vars uWSGI gives a request (seed-behaviour §3.9), as text.
+    """The vars uWSGI gives a request, as text.
 
     Every header becomes ``HTTP_<NAME>`` (upper-cased, ``-`` -> ``_``; repeated headers
     joined with ``, ``), except Content-Length and Content-Type, which become

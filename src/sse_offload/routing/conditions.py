@@ -1,10 +1,10 @@
-"""The ``route-if`` conditions (seed-behaviour §3.4), as a table of pure functions.
+"""The ``route-if`` conditions (uWSGI's), as a table of pure functions.
 
 Two-operand conditions take ``A;B``: the raw argument is split at its first ``;`` and each
 side is translated on its own (so a ``;`` inside a var's value never splits); without a
 ``;`` the condition is false. A condition that cannot be evaluated raises
 :class:`ConditionError`, which ends the chain with BREAK whether or not it is negated
-(U:core/routing.c).
+(uWSGI core/routing.c).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sse_offload.routing.expand import Reads, c_atoi, translate, translate_vars
 from sse_offload.routing.state import RequestState
 
 #: uWSGI's operand limits for ``ipv4in``/``ipv6in``: longer text is an error, not false
-#: (U:core/routing.c sizes its buffers with INET_ADDRSTRLEN-like constants).
+#: (uWSGI core/routing.c sizes its buffers with INET_ADDRSTRLEN-like constants).
 IPV4_ADDR_MAX = len("255.255.255.255")
 IPV4_NET_LIMIT = IPV4_ADDR_MAX + 3
 IPV6_ADDR_MAX = len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
@@ -140,8 +140,8 @@ CONDITIONS: dict[str, ConditionFn] = {
     "equal": _comparison(lambda a, b: a == b),
     "startswith": _comparison(lambda a, b: a.startswith(b)),
     "endswith": _comparison(lambda a, b: a.endswith(b)),
-    # DESIGN §4.16: a plain substring test. uWSGI's scan does not backtrack, so it says
-    # "aab" does not contain "ab", and an empty needle never matches.
+    # A plain substring test (docs/architecture.md, difference 16). uWSGI's scan does not
+    # backtrack, so it says "aab" does not contain "ab", and an empty needle never matches.
     "contains": _comparison(lambda a, b: b in a),
     "regexp": _regexp,
     "ishigher": _numeric(lambda a, b: a > b),

@@ -1,4 +1,4 @@
-"""The routing engine: walk a chain of rules over a request's state (seed-behaviour §3.5).
+"""The routing engine: walk a chain of rules over a request's state, as uWSGI 2.0 does.
 
 Actions are looked up in :data:`ACTIONS`; a handler returns an outcome to stop the chain,
 a :class:`Jump` (``goto``), or None to go on with the next rule (uWSGI's NEXT). uWSGI's
@@ -195,7 +195,7 @@ def _continue(step: Step) -> StepResult:
 
 
 def _break(step: Step) -> StepResult:
-    # break's argument is not translated (U:core/routing.c).
+    # break's argument is not translated (uWSGI core/routing.c).
     return Break(parse_break_status(step.arg), step.rule)
 
 
@@ -226,7 +226,7 @@ def _log(step: Step) -> StepResult:
 
 
 def _key_value(step: Step) -> tuple[str, str]:
-    # The name is literal, the value translated (U:core/routing.c addvar/logvar).
+    # The name is literal, the value translated (uWSGI core/routing.c addvar/logvar).
     key, _, template = step.arg.partition("=")
     return key, step.translate(template)[0]
 

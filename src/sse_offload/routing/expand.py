@@ -1,7 +1,7 @@
-"""Translation of action arguments: ``$N`` captures, then ``${VAR}`` (seed-behaviour §3.6).
+"""Translation of action arguments: ``$N`` captures, then ``${VAR}``, in uWSGI's order.
 
-Both passes copy uWSGI's scanners (U:core/regexp.c ``uwsgi_regexp_apply_ovec``,
-U:core/routing.c ``uwsgi_routing_translate``), quirks included: ``$`` and the character
+Both passes copy uWSGI's scanners (uWSGI core/regexp.c ``uwsgi_regexp_apply_ovec``,
+uWSGI core/routing.c ``uwsgi_routing_translate``), quirks included: ``$`` and the character
 after it are consumed as a pair, so ``$$1`` stays ``$$1``.
 
 Route vars (``${fn[ARG]}``) are the functions of :data:`ROUTE_VARS`.
@@ -41,7 +41,7 @@ def _text(raw: bytes) -> str:
 def _first_item(text: str, separator: str, name: str, strip: str) -> str:
     for item in text.split(separator):
         key, equal, value = item.strip(strip).partition("=")
-        # An empty value counts as missing, and the search goes on (U:core/querystring.c).
+        # An empty value counts as missing, and the search goes on (uWSGI core/querystring.c).
         if equal and key == name and value:
             return value
     return ""

@@ -17,7 +17,7 @@ from sse_offload.routing.state import RequestState
 
 def take_response_header(config: Config, state: RequestState, name: str, value: str) -> bool:
     """Apply ``del-header``/``delheader``, ``pull-header`` and ``collect-header`` to one
-    response header as it is added (seed §3.8); return True when it is to be sent.
+    response header as it is added (as uWSGI does); return True when it is to be sent.
 
     A deleted header is dropped and not collected; the first matching ``pull-header`` sets
     its var and drops the header; every matching ``collect-header`` sets its var and the
@@ -68,7 +68,8 @@ class ResponseDecision:
       chain is empty);
     - ``offload``: the stream to start, if any. From the response chain the defaults
       replace the app's headers (``replace_headers``); from the final chain the app's
-      status and headers are kept (DESIGN §4.7). None when the request is already a stream.
+      status and headers are kept (docs/architecture.md, difference 7). None when the
+      request is already a stream.
     - ``discard_body``: the response chain ended with BREAK (uWSGI ignores the body then).
     """
 

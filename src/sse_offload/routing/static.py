@@ -18,7 +18,7 @@ def _inside(base: str, candidate: str) -> bool:
 def static_map_target(mapping: StaticMap, rest: str) -> str | None:
     """The file ``mapping`` serves for ``rest`` of the path (after the mount), or None.
 
-    A mount mapped to a file serves it for every path with the prefix (seed §4); a mount
+    A mount mapped to a file serves it for every path with the prefix (as uWSGI); a mount
     mapped to a directory serves the regular file under it, never outside it (symlinks
     resolved) and never a directory listing.
     """

@@ -10,9 +10,9 @@ from passlib.hash import apr_md5_crypt, ldap_sha1
 
 from rules_helpers import load, request_state, run, summary
 from sse_offload.config import RulesError
-from sse_offload.config.grammar import ACTION_ALIASES, ACTIONS
+from sse_offload.config.actions import ACTION_ALIASES, ACTIONS
 from sse_offload.routing import PendingAuth, RequestState, run_chain
-from sse_offload.routing.engine import ACTIONS as ENGINE_ACTIONS
+from sse_offload.routing.engine import HANDLERS as ENGINE_ACTIONS
 
 # (rules, path, vars, expected summary): the request chain's outcome.
 OUTCOMES: list[tuple[str, str, dict[str, str], tuple[object, ...]]] = [

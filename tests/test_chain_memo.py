@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from sse_offload.config import Config, parse_rules_text
 from sse_offload.routing import ChainMemo, RequestState, run_chain
-from sse_offload.routing.engine import memo_subjects
+from sse_offload.routing.memo import memo_subjects
 
 
 def load(routes: str) -> Config:

@@ -7,8 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sse_offload.config import Config, Diagnostic, RulesError, SourcePos, parse_rules_text
-from sse_offload.config.grammar import ACTIONS, parse_route
-from sse_offload.routing.engine import ACTIONS as ENGINE_ACTIONS
+from sse_offload.config.actions import ACTIONS
+from sse_offload.config.grammar import parse_route
+from sse_offload.routing.engine import HANDLERS as ENGINE_ACTIONS
 
 
 def load(text: str, environ: dict[str, str] | None = None) -> Config:

@@ -8,7 +8,7 @@ import pytest
 
 from sse_offload.config import Action, Config, Rule, SourcePos, parse_rules_text
 from sse_offload.routing import Break, Continue, Offload, parse_sse_arg, run_chain
-from sse_offload.routing.engine import ACTIONS
+from sse_offload.routing.engine import HANDLERS
 
 POS = SourcePos("t.ini", 1, 1, "")
 
@@ -163,7 +163,7 @@ def test_a_handler_returning_none_goes_on_with_the_next_rule(
 ) -> None:
     # The extension point of the complete language: log/addvar/... return None (NEXT).
     seen: list[str] = []
-    monkeypatch.setitem(ACTIONS, "log", lambda step: seen.append(step.translate()[0]))
+    monkeypatch.setitem(HANDLERS, "log", lambda step: seen.append(step.translate()[0]))
     log = Rule("request", "PATH_INFO", re.compile("^/(.*)"), Action("log", "saw $1", POS), POS)
     sse = Rule("request", None, None, Action("sse", "clock", POS), POS)
     outcome = run_chain([log, sse], {"PATH_INFO": "/a"})

@@ -12,9 +12,12 @@ import pytest
 from passlib.hash import apr_md5_crypt, ldap_sha1
 
 from sse_offload.cli import check, main
-from sse_offload.config.grammar import ACTION_NAMES, CONDITION_NAMES
+from sse_offload.config.actions import ACTION_TABLE
+from sse_offload.config.grammar import CONDITION_NAMES
 from sse_offload.config.loader import ROUTING_KEYS
 from sse_offload.routing import ROUTE_VARS
+
+ACTION_NAMES = {spec.name: spec.aliases for spec in ACTION_TABLE}
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rules.md"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_offload.config import Config, RulesError, parse_rules_text
-from sse_offload.config.grammar import KNOWN_ACTIONS, KNOWN_CONDITIONS
+from sse_offload.config.actions import KNOWN_ACTIONS
+from sse_offload.config.grammar import KNOWN_CONDITIONS
 from sse_offload.config.loader import ROUTING_KEYS
 from sse_offload.routing import RequestState, respond, run_chain
 

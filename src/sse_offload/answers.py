@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .config import Config, StaticMap
-from .config.grammar import reason_phrase
+from .config.actions import reason_phrase
 from .redis_address import AddressError, RedisAddress, parse_address
 from .routing import (
     AuthRequired,

@@ -17,8 +17,8 @@ from twisted.logger import Logger
 from .backends.upstream import UpstreamBackend
 from .backends.wsgi import AppError, WSGIBackend
 from .config import Config, RulesError, load_rules
+from .config.actions import OFFLOAD_ACTIONS
 from .config.loader import RESPONSE_SIDE_NOTE
-from .config.model import OFFLOAD_ACTIONS
 from .config.values import parse_kvlist
 from .options import (
     DEFAULT_LISTEN,

@@ -15,7 +15,6 @@ Every error becomes a :class:`RulesError` pointing at the offending column.
 from __future__ import annotations
 
 import difflib
-import http
 import re
 import warnings
 from collections.abc import Callable
@@ -23,54 +22,18 @@ from dataclasses import dataclass
 
 import pyparsing as pp
 
+from sse_offload.config.actions import (
+    ACTION_ALIASES,
+    ACTION_TABLE,
+    ACTIONS,
+    KNOWN_ACTIONS,
+    UWSGI_ONLY_ACTIONS,
+    error,
+)
 from sse_offload.config.model import Action, Condition, Diagnostic, Rule, RulesError, SourcePos
 
 #: Maps an offset in a rule value to its position in the rules file.
 Locator = Callable[[int], SourcePos]
-
-#: Canonical action names, each with its aliases (uWSGI's router plugins).
-ACTION_NAMES: dict[str, tuple[str, ...]] = {
-    "sse": (),
-    "sseraw": (),
-    "continue": ("last",),
-    "break": (),
-    "return": ("break-with-status",),
-    "goto": (),
-    "log": (),
-    "logvar": (),
-    "donotlog": (),
-    "addvar": (),
-    "addheader": (),
-    "delheader": ("remheader",),
-    "redirect": ("redirect-302",),
-    "redirect-permanent": ("redirect-301",),
-    "rewrite": (),
-    "rewrite-last": (),
-    "static": (),
-    "basicauth": (),
-    "basicauth-next": (),
-    "setmethod": (),
-    "seturi": (),
-    "setpathinfo": (),
-}
-ACTIONS = tuple(ACTION_NAMES)
-ACTION_ALIASES = {alias: name for name, aliases in ACTION_NAMES.items() for alias in aliases}
-KNOWN_ACTIONS = tuple(sorted((*ACTIONS, *ACTION_ALIASES)))
-#: uWSGI actions this gateway does not implement (a config using one is refused, by name).
-UWSGI_ONLY_ACTIONS = frozenset(
-    {
-        "disableheaders", "donotoffload", "clearheaders", "resetheaders", "send", "send-crnl",
-        "signal", "chdir", "setapp", "setuser", "sethome", "setfile", "setscriptname",
-        "setremoteaddr", "fixpathinfo", "setdocroot", "setscheme", "setprocname", "alarm",
-        "setmodifier1", "setmodifier2", "harakiri", "flush", "fixcl", "forcecl", "static-next",
-        "file", "file-next", "sendfile", "fastfile", "uwsgi", "proxyuwsgi", "http", "httpdumb",
-        "proxyhttp", "httpconnect", "ldapauth", "cache", "cachestore", "cachevar", "memcached",
-        "redis", "redis-continue", "redisstore", "rpc", "call", "rpcret", "rpcnext", "rpcraw",
-        "rpcvar", "access", "expires", "hash", "metric", "gzip", "chunked", "template",
-        "toupper", "tofile", "offload", "xslt", "ssi", "cgi", "xmldir", "gridfs", "symcall",
-        "radius", "spnego", "+", "-", "*", "/",
-    }
-)
 
 #: Canonical condition names with their aliases (uWSGI's), and how many operands.
 CONDITION_NAMES: dict[str, tuple[str, ...]] = {
@@ -107,9 +70,6 @@ UWSGI_ONLY_CONDITIONS = {
     "lord": "it needs a uWSGI Legion",
     "incache": "it needs the uWSGI cache",
 }
-
-_STATUS_RE = re.compile(r"([0-9]+)(?: .*)?", re.DOTALL)
-_NUMBER_RE = re.compile(r"[0-9]+")
 
 
 def _listing(names: dict[str, tuple[str, ...]]) -> str:
@@ -219,11 +179,6 @@ ROUTE_STATUS = _exact(
 )
 
 
-def error(pos: SourcePos, message: str) -> RulesError:
-    """Return a RulesError carrying one error diagnostic."""
-    return RulesError([Diagnostic("error", pos, message)])
-
-
 def _syntax_message(exc: pp.ParseBaseException) -> str:
     message = exc.msg[:1].lower() + exc.msg[1:]
     rest = exc.pstr[exc.loc :]
@@ -243,80 +198,9 @@ def _parse(element: pp.ParserElement, value: str, locate: Locator) -> RouteSynta
     return syntax
 
 
-def parse_break_status(arg: str) -> int | None:
-    """Return the status of a ``break:`` argument: None when empty; ValueError when invalid."""
-    if not arg:
-        return None
-    match = _STATUS_RE.fullmatch(arg)
-    if match is None or not 100 <= int(match.group(1)) <= 599:
-        raise ValueError(arg)
-    return int(match.group(1))
-
-
-def reason_phrase(status: int) -> str | None:
-    """The standard reason phrase of ``status`` (Python's table), or None if it has none."""
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return None
-
-
 def _suggest(message: str, word: str, known: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, known, n=1)
     return f"{message}; did you mean {close[0]!r}?" if close else message
-
-
-def _check_argument(
-    canonical: str, written: str, arg: Token, locate: Locator, notes: list[Diagnostic] | None
-) -> None:
-    """Refuse an argument the action can never use (uWSGI refuses most of these at start)."""
-    text = arg.text
-    where = locate(arg.loc)
-    if canonical == "break":
-        try:
-            parse_break_status(text)
-        except ValueError:
-            raise error(
-                where,
-                f"expected an HTTP status (100-599) or nothing after 'break:', not {text!r}",
-            ) from None
-    elif canonical == "return":
-        if _NUMBER_RE.fullmatch(text) is None or not 100 <= int(text) <= 599:
-            raise error(
-                where, f"expected an HTTP status (100-599) after '{written}:', not {text!r}"
-            )
-        if reason_phrase(int(text)) is None and notes is not None:
-            notes.append(
-                Diagnostic(
-                    "warning",
-                    where,
-                    f"status {text} has no standard reason phrase: '{written}:' closes the "
-                    "connection without a response, as uWSGI does",
-                )
-            )
-    elif canonical in ("logvar", "addvar"):
-        if "=" not in text or text.startswith("="):
-            raise error(where, f"expected NAME=VALUE after '{written}:', not {text!r}")
-    elif canonical == "addheader":
-        name, colon, _ = text.partition(":")
-        if "$" not in text and (not colon or not name.strip()):
-            raise error(where, f"expected 'Name: value' after '{written}:', not {text!r}")
-    elif canonical in ("basicauth", "basicauth-next"):
-        if "," not in text:
-            raise error(
-                where,
-                f"expected REALM,USER:PASSWORD or REALM,HTPASSWD-FILE or REALM, after "
-                f"'{written}:', not {text!r}",
-            )
-    elif canonical in (
-        "goto", "delheader", "redirect", "redirect-permanent", "rewrite", "rewrite-last",
-        "static", "setmethod",
-    ):
-        if not text:
-            what = {"goto": "a label or rule number", "delheader": "a header name"}.get(
-                canonical, "an argument"
-            )
-            raise error(where, f"expected {what} after '{written}:'")
 
 
 def make_action(
@@ -324,8 +208,9 @@ def make_action(
 ) -> Action:
     """Check an action name and argument; return the Action or raise RulesError."""
     canonical = ACTION_ALIASES.get(name.text, name.text)
-    if canonical not in ACTION_NAMES:
-        listing = _listing(ACTION_NAMES)
+    spec = ACTIONS.get(canonical)
+    if spec is None:
+        listing = _listing({s.name: s.aliases for s in ACTION_TABLE})
         if name.text in UWSGI_ONLY_ACTIONS:
             message = (
                 f"action {name.text!r} is a uWSGI action this gateway does not implement; "
@@ -336,7 +221,8 @@ def make_action(
                 f"unknown action {name.text!r}; known actions: {listing}", name.text, KNOWN_ACTIONS
             )
         raise error(locate(name.loc), message)
-    _check_argument(canonical, name.text, arg, locate, notes)
+    if spec.check is not None:
+        spec.check(name.text, arg.text, locate(arg.loc), notes)
     return Action(canonical, arg.text, locate(name.loc), name.text)
 
 

@@ -3,9 +3,8 @@
 Keys read elsewhere (``http-socket``, ``listen``, ``redis``, ``keepalive``, ``processes``,
 ``rules``), no-op keys (``plugin(s)``, ``offload-thread(s)``: the gateway always offloads)
 and common uWSGI options that mean nothing here are kept in ``Config.entries`` without a
-warning. Any other
-unknown key is kept too, with a warning when it is one edit away from a key we know (a typo
-such as ``final-rout-if`` would otherwise be silently ignored, as uWSGI does).
+warning. Any other unknown key is kept too, with a warning when it is one edit away from a
+key we know (a typo such as ``final-rout-if`` would otherwise be silently ignored, as uWSGI does).
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from sse_offload.config.actions import error
 from sse_offload.config.grammar import (
-    error,
     parse_route,
     parse_route_if,
     parse_route_label,

@@ -2,11 +2,12 @@
 
 from sse_offload.config.values import SseTarget, parse_kvlist, parse_sse_arg
 from sse_offload.routing.cgi import cgi_vars, normalize_path_info
-from sse_offload.routing.engine import (
-    ACTIONS,
+from sse_offload.routing.engine import HANDLERS, run_chain
+from sse_offload.routing.expand import ROUTE_VARS, expand
+from sse_offload.routing.memo import ChainMemo
+from sse_offload.routing.outcomes import (
     AuthRequired,
     Break,
-    ChainMemo,
     Continue,
     Offload,
     Outcome,
@@ -15,15 +16,13 @@ from sse_offload.routing.engine import (
     Return,
     Static,
     describe,
-    run_chain,
 )
-from sse_offload.routing.expand import ROUTE_VARS, expand
 from sse_offload.routing.response import ResponseDecision, respond, take_response_header
 from sse_offload.routing.state import RequestState, TraceEntry
 from sse_offload.routing.static import static_map_target
 
 __all__ = [
-    "ACTIONS",
+    "HANDLERS",
     "ROUTE_VARS",
     "AuthRequired",
     "Break",

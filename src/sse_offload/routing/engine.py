@@ -1,6 +1,7 @@
 """The routing engine: walk a chain of rules over a request's state, as uWSGI 2.0 does.
 
-Actions are looked up in :data:`ACTIONS`; a handler returns an outcome to stop the chain,
+Actions are described by config/actions.py's table; their handlers are looked up in
+:data:`HANDLERS`, which must name the same actions. A handler returns an outcome to stop the chain,
 a :class:`Jump` (``goto``), or None to go on with the next rule (uWSGI's NEXT). uWSGI's
 return codes map onto outcomes: CONTINUE is :class:`Continue`, BREAK is every other
 outcome (:class:`Break` when nothing is answered). New actions are new table entries.
@@ -10,120 +11,30 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
-from sse_offload.config.grammar import parse_break_status, reason_phrase
+from sse_offload.config.actions import ACTIONS, parse_break_status, reason_phrase
 from sse_offload.config.model import Rule
 from sse_offload.config.values import goto_target
 from sse_offload.routing.conditions import ConditionError, evaluate
 from sse_offload.routing.expand import Reads, c_atoi, translate
+from sse_offload.routing.outcomes import (
+    AuthRequired,
+    Break,
+    Continue,
+    Jump,
+    Offload,
+    Outcome,
+    PendingAuth,
+    Redirect,
+    Return,
+    Static,
+    auth_key,
+    describe,
+)
 from sse_offload.routing.state import RequestState, TraceEntry, Verifier
 from sse_offload.routing.static import static_action_target
-
-
-@dataclass(frozen=True)
-class Offload:
-    """Turn the request into an SSE stream: ``mode`` sse|sseraw, ``arg`` already expanded.
-
-    ``expanded`` is True when the argument's template had ``$N`` or ``${...}`` in it,
-    i.e. when request or app data may have shaped it.
-    """
-
-    mode: str
-    arg: str
-    expanded: bool
-    rule: Rule
-
-
-@dataclass(frozen=True)
-class Break:
-    """End the request: answer with ``status`` (header only), or close silently if None."""
-
-    status: int | None
-    rule: Rule
-
-
-@dataclass(frozen=True)
-class Continue:
-    """Go on with the request (static file, app or upstream); ``rule`` is None at chain end."""
-
-    rule: Rule | None
-
-
-@dataclass(frozen=True)
-class Return:
-    """Answer ``status`` with its reason phrase as a text/plain body (``return:``)."""
-
-    status: int
-    rule: Rule
-
-    @property
-    def reason(self) -> str:
-        """The standard reason phrase, which is also the body."""
-        return reason_phrase(self.status) or ""
-
-
-@dataclass(frozen=True)
-class Redirect:
-    """Answer ``status`` (302 or 301) with ``Location: location``."""
-
-    location: str
-    status: int
-    rule: Rule
-
-
-@dataclass(frozen=True)
-class Static:
-    """Serve the file ``path`` (``static:``); None when ``requested`` is missing, not a
-    regular file, or outside where the rule may serve from (the answer is then 404)."""
-
-    path: str | None
-    requested: str
-    rule: Rule
-
-
-@dataclass(frozen=True)
-class AuthRequired:
-    """Answer 401 with ``WWW-Authenticate: Basic realm="REALM"`` (``basicauth:``)."""
-
-    realm: str
-    rule: Rule
-
-
-@dataclass(frozen=True)
-class PendingAuth:
-    """The chain stopped at ``basicauth`` rule ``index``: a password needs a slow hash.
-
-    Only returned when the state's ``slow_auth`` is False. The caller runs :meth:`verify`
-    off its event loop, then resumes with ``run_chain(rules, state, start=index)``.
-    """
-
-    index: int
-    rule: Rule
-    verifier: Verifier
-    path: str
-    user: str
-    password: str
-    state: RequestState
-
-    def verify(self) -> bool:
-        """Check the password (slowly) and remember the answer in the request's state."""
-        ok = bool(self.verifier.check(self.path, self.user, self.password, slow=True))
-        self.state.auth_results[_auth_key(self.path, self.user, self.password)] = ok
-        return ok
-
-
-@dataclass(frozen=True)
-class Jump:
-    """``goto``: skip to rule ``position`` of the chain (never returned by run_chain)."""
-
-    position: int
-
-
-Outcome = Offload | Break | Continue | Return | Redirect | Static | AuthRequired | PendingAuth
 
 
 class Step:
@@ -304,10 +215,6 @@ def _set_var(name: str) -> ActionHandler:
     return handler
 
 
-def _auth_key(path: str, user: str, password: str) -> tuple[str, str, str]:
-    return path, user, hashlib.sha256(password.encode("utf-8", "surrogateescape")).hexdigest()
-
-
 def decode_basic(header: str) -> bytes | None:
     """The decoded credentials of an ``Authorization: Basic ...`` value, or None.
 
@@ -356,7 +263,7 @@ def _basicauth(step: Step) -> StepResult:
             name = name_raw.decode("utf-8", "surrogateescape")
             password = password_raw.decode("utf-8", "surrogateescape")
             verifier = state.verifier or _default_verifier()
-            ok: bool | None = state.auth_results.get(_auth_key(spec, name, password))
+            ok: bool | None = state.auth_results.get(auth_key(spec, name, password))
             if ok is None:
                 ok = verifier.check(spec, name, password, slow=state.slow_auth)
                 for problem in verifier.take_problems():
@@ -376,8 +283,8 @@ def _basicauth(step: Step) -> StepResult:
     return AuthRequired(realm, step.rule)
 
 
-#: Action name (canonical, as Action.name) -> handler.
-ACTIONS: dict[str, ActionHandler] = {
+#: Action name (canonical, as config/actions.py's table names it) -> handler.
+HANDLERS: dict[str, ActionHandler] = {
     "sse": _offload,
     "sseraw": _offload,
     "continue": _continue,
@@ -401,35 +308,11 @@ ACTIONS: dict[str, ActionHandler] = {
     "seturi": _set_var("REQUEST_URI"),
     "setpathinfo": _set_var("PATH_INFO"),
 }
-
-
-def describe(outcome: Outcome | Jump | None) -> str:
-    """A short human description of what an action's result does (for explain)."""
-    if outcome is None:
-        return "next rule"
-    if isinstance(outcome, Jump):
-        return f"jump to rule {outcome.position}"
-    if isinstance(outcome, Offload):
-        return f"offload {outcome.mode}:{outcome.arg}"
-    if isinstance(outcome, Break):
-        if outcome.status is None:
-            return "break: close the connection without a response"
-        return f"break: answer {outcome.status} (no body)"
-    if isinstance(outcome, Continue):
-        if outcome.rule is None:
-            return "end of the chain: go on with the request"
-        return "stop the chain and go on with the request"
-    if isinstance(outcome, Return):
-        return f"answer {outcome.status} {outcome.reason}"
-    if isinstance(outcome, Redirect):
-        return f"redirect {outcome.status} to {outcome.location}"
-    if isinstance(outcome, Static):
-        if outcome.path is None:
-            return f"static file {outcome.requested!r}: refused or not a file, answer 404"
-        return f"serve the file {outcome.path}"
-    if isinstance(outcome, AuthRequired):
-        return f"answer 401, realm {outcome.realm!r}"
-    return f"verify the password of {outcome.user!r} off the event loop, then resume"
+if set(HANDLERS) != set(ACTIONS):  # the table and the engine must name the same actions
+    raise ImportError(
+        f"actions without a handler: {sorted(set(ACTIONS) - set(HANDLERS))}; handlers "
+        f"without an action: {sorted(set(HANDLERS) - set(ACTIONS))}"
+    )
 
 
 def _record(
@@ -522,7 +405,7 @@ def run_chain(
             captures = ()
             detail = "always runs"
         step = Step(rule, captures, state, index, rules, reads)
-        result = ACTIONS[action.name](step)
+        result = HANDLERS[action.name](step)
         if trace is not None:
             outcome_text = describe(result)
             if step.note:
@@ -535,62 +418,3 @@ def run_chain(
             continue
         return result
     return Continue(None)
-
-
-#: Actions whose outcome is a function of the rule and its captures alone: no state is
-#: touched, nothing is logged (``goto`` may log, the others write vars or headers).
-PURE_ACTIONS = frozenset(
-    {"sse", "sseraw", "continue", "break", "return", "redirect", "redirect-permanent"}
-)
-
-
-def memo_subjects(rules: Sequence[Rule]) -> tuple[str, ...] | None:
-    """The vars a chain's outcome depends on, when that is all it depends on: every rule a
-    label, or a regex (or ``route-run``) rule with a pure action whose argument names no
-    ``${VAR}``. None for any other chain (conditions, status rules, state-changing actions)."""
-    subjects: set[str] = set()
-    for rule in rules:
-        action = rule.action
-        if action is None:
-            continue  # a label
-        if rule.condition is not None or rule.status is not None or rule.negate:
-            return None
-        if action.name not in PURE_ACTIONS or "${" in action.arg:
-            return None
-        if rule.regex is not None:
-            if rule.subject is None:
-                return None
-            subjects.add(rule.subject)
-    return tuple(sorted(subjects))
-
-
-class ChainMemo:
-    """``run_chain`` for one chain, remembering outcomes when :func:`memo_subjects` says the
-    outcome is a function of a few vars (most gateways: ``route = REGEX sse:$1``). A new
-    stream then costs a dict lookup instead of a walk of the chain.
-
-    Bounded: at ``size`` entries the memo starts again (URLs are client data). A subject
-    value with ``${`` in it is never remembered: uWSGI expands a capture's ``${VAR}`` in the
-    argument's second pass, which makes the outcome depend on other vars.
-    """
-
-    def __init__(self, rules: Sequence[Rule], size: int = 4096) -> None:
-        self.rules = rules
-        self.subjects = memo_subjects(rules)
-        self.size = size
-        self._outcomes: dict[tuple[str, ...], Outcome] = {}
-
-    def run(self, state: RequestState) -> Outcome:
-        subjects = self.subjects
-        if subjects is None or state.trace is not None:
-            return run_chain(self.rules, state)
-        vars = state.vars
-        key = tuple([vars.get(name, "") for name in subjects])
-        outcome = self._outcomes.get(key)
-        if outcome is None:
-            outcome = run_chain(self.rules, state)
-            if not any("${" in value for value in key):
-                if len(self._outcomes) >= self.size:
-                    self._outcomes.clear()
-                self._outcomes[key] = outcome
-        return outcome

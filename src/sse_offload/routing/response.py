@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sse_offload.config.model import Config
-from sse_offload.routing.engine import Break, Continue, Offload, Outcome, run_chain
+from sse_offload.routing.engine import run_chain
+from sse_offload.routing.outcomes import Break, Continue, Offload, Outcome
 from sse_offload.routing.state import RequestState
 
 

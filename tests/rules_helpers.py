@@ -61,7 +61,7 @@ def summary(outcome: Outcome) -> tuple[object, ...]:
     return ("pending", line)
 
 
-# The seed README's configs, verbatim (seed-behaviour §7.3, §7.4; examples/clock.ini).
+# The seed README's configs, verbatim.
 README_INI = """\
 [uwsgi]
 ; eventually use absolue path for the plugin if it is not in the current directory

@@ -1,4 +1,4 @@
-"""Every action with its edge cases, through the engine (seed §3.5-§3.7, §8.15)."""
+"""Every action with its edge cases, through the engine."""
 
 from __future__ import annotations
 

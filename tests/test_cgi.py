@@ -1,4 +1,4 @@
-"""PATH_INFO from the raw request path (seed-behaviour §3.9; DESIGN §5)."""
+"""PATH_INFO from the raw request path."""
 
 from __future__ import annotations
 

@@ -118,8 +118,8 @@ def test_at_file_reads_a_file_without_its_final_newline(tmp_path: Path) -> None:
     assert load_rules(str(path)).request_rules[0].action.arg == "news"
 
 
-# Every config of the seed README (as completed in seed §7), verbatim; "..." is in the
-# README's own snippets and reads as a key without a value.
+# Every config of the original plugin's README (completed where it elides), verbatim; "..."
+# is in the README's own snippets and reads as a key without a value.
 README_CONFIGS = {
     "routing": README_INI,
     "examples_clock": EXAMPLES_CLOCK_INI,

@@ -1,4 +1,4 @@
-"""Every route-if condition with its edge cases (seed §3.4, §8.15; DESIGN §4.16)."""
+"""Every route-if condition with its edge cases."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ TABLE: list[tuple[str, dict[str, str], bool | str]] = [
     ("empty:", {}, True),
     ("empty:$1", {}, True),
     ("empty:a$1", {}, False),
-    # ipv4in: default /32; too-long operands are errors (seed §8.15), bad ones false
+    # ipv4in: default /32; too-long operands are errors, bad ones false
     ("ipv4in:${REMOTE_ADDR};10.0.0.0/8", {"REMOTE_ADDR": "10.1.2.3"}, True),
     ("ipv4in:${REMOTE_ADDR};10.0.0.0/8", {"REMOTE_ADDR": "192.168.1.1"}, False),
     ("ipv4in:10.0.0.5;10.0.0.5", {}, True),

@@ -1,4 +1,4 @@
-"""``$N`` and ``${VAR}`` translation of action arguments (seed-behaviour §3.6)."""
+"""``$N`` and ``${VAR}`` translation of action arguments."""
 
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def test_text_without_dollar_is_unchanged(text: str) -> None:
     assert translate(text, ("x", "y"), {"A": "b"}) == (text, False)
 
 
-# --- route vars of the complete language (seed §3.6) --------------------------------------
+# --- route vars of the complete language --------------------------------------
 
 from sse_offload.routing import ROUTE_VARS, RequestState  # noqa: E402
 from sse_offload.routing.expand import translate as translate_with_state  # noqa: E402

@@ -1,4 +1,4 @@
-"""The route grammar and its error messages (seed-behaviour §3.3, §8.15; DESIGN §5)."""
+"""The route grammar and its error messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ini reader and the loader (seed-behaviour §5, §7.3-§7.4, §8.16; DESIGN §4.12-4.13)."""
+"""The ini reader and the loader."""
 
 from __future__ import annotations
 
@@ -255,7 +255,7 @@ def test_magic_variables(value: str, expected: str) -> None:
 
 
 def test_unknown_magic_pair_is_kept_and_warned_about_at_its_column() -> None:
-    # DESIGN §4.13: uWSGI removes "%2F" silently; we keep it and say so.
+    # difference 13: uWSGI removes "%2F" silently; we keep it and say so.
     config = load("[uwsgi]\nroute = ^/a%2Fb sse:x\n")
     assert config.option("route") == "^/a%2Fb sse:x"
     (warning,) = config.warnings
@@ -319,7 +319,7 @@ def test_unreadable_file_is_a_rules_error(tmp_path: Path, name: str) -> None:
     assert str(info.value).startswith(f"{path}: error: cannot read rules file: ")
 
 
-# --- literal servers (DESIGN §4.9) ------------------------------------------------------
+# --- literal servers ------------------------------------------------------
 
 
 def test_literal_servers_are_the_server_values_written_in_the_rules() -> None:

@@ -1,4 +1,4 @@
-"""uWSGI kvlists and the sse action argument (seed-behaviour §1.2 items 3-6, §7.7, §8.9)."""
+"""uWSGI kvlists and the sse action argument."""
 
 from __future__ import annotations
 

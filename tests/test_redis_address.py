@@ -1,4 +1,4 @@
-"""Redis address forms (DESIGN §4.8) and connection identity (§4.10)."""
+"""Redis address forms and connection identity (§4.10)."""
 
 from __future__ import annotations
 

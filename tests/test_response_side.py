@@ -1,5 +1,5 @@
 """The response side, pure: response headers into vars, the response and final chains
-(seed §3.1, §3.8, §7.6; DESIGN §3, §4.7)."""
+."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_equal_is_exact_so_other_types_pass_through(content_type: str) -> None:
 
 
 def test_missing_channel_header_subscribes_to_the_empty_channel() -> None:
-    # seed §7.6: as the original; `sse-offload check` warns about this rule.
+    # As the original; `sse-offload check` warns about this rule.
     decision = respond(load(README_PULL), request_state(), 200, [("Content-Type", "event/stream")])
     assert decision.offload is not None and decision.offload.arg == ""
 
@@ -133,7 +133,7 @@ def test_response_chain_break_discards_the_body() -> None:
 
 
 def test_app_vars_are_seen_by_the_final_chain() -> None:
-    # seed §7.4 / README app-governed: the app adds X-SSE-OFFLOAD with uwsgi.add_var.
+    # The README's app-governed example: the app adds X-SSE-OFFLOAD with uwsgi.add_var.
     config = load("final-route-if-not = empty:${X-SSE-OFFLOAD} sse:${X-SSE-OFFLOAD}\n")
     state = request_state("/whattimeisit")
     state.vars["X-SSE-OFFLOAD"] = "clock"

@@ -1,4 +1,4 @@
-"""The routing engine over the request chain (seed-behaviour §3.5, §7.3, §7.7, §8.9)."""
+"""The routing engine over the request chain."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_expanded_argument_may_select_a_server_and_is_flagged() -> None:
 
 
 def test_query_string_var_can_switch_to_key_value_mode() -> None:
-    # seed §3.6 security note: the '=' in the client's value selects kv mode.
+    # The original's security hole: the '=' in the client's value selects kv mode.
     config = load("route = ^/ch sse:${qs[ch]}\n")
     outcome = run_chain(
         config.request_rules,

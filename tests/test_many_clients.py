@@ -1,4 +1,5 @@
-"""1,000 clients on one channel share one Redis subscription (DESIGN §4.1)."""
+"""1,000 clients on one channel share one Redis subscription (docs/architecture.md,
+difference 1: the original plugin opened a Redis connection per client)."""
 
 from __future__ import annotations
 

@@ -174,6 +174,33 @@ class Row:
     load_cpu: float  # cores
     us_per_event: float
 
+    def progress(self) -> str:
+        """One readable line for the progress log, printed as each row is measured."""
+        return (
+            f"{self.scenario}: {self.clients:,} clients x {self.rate:,.0f} msg/s: "
+            f"{self.delivered:,.0f} deliveries/s, loss {self.loss:.2%}, "
+            f"p50/p99/max {self.p50:.1f}/{self.p99:.1f}/{self.max:.1f} ms, "
+            f"gateway CPU {self.gw_cpu:.0%} ({self.us_per_event:.1f} µs/delivery), "
+            f"load CPU {self.load_cpu:.0%}"
+        )
+
+    __str__ = progress  # print(row) gives the readable line too, never the dataclass repr
+
+    def table_row(self) -> str:
+        """The row of the markdown table the suite ends with (columns: :data:`TABLE_HEAD`)."""
+        return (
+            f"| {self.scenario} | {self.clients:,} | {self.rate:,.0f} | {self.delivered:,.0f} | "
+            f"{self.loss:.2%} | {self.p50:.1f} | {self.p99:.1f} | {self.max:.1f} | "
+            f"{self.gw_cpu:.0%} | {self.us_per_event:.1f} | {self.load_cpu:.0%} |"
+        )
+
+
+TABLE_HEAD = [
+    "| scenario | clients | msg/s | deliveries/s | loss | p50 ms | p99 ms | max ms "
+    "| gateway CPU | µs CPU/delivery | load CPU |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
@@ -374,7 +401,7 @@ def main() -> int:
             for rate in rates:
                 row = b.run_rate(name, load, clients, chans, rate, per_message)
                 rows.append(row)
-                print(row, file=sys.stderr)
+                print(row.progress(), file=sys.stderr, flush=True)
                 if name == "fan-out" and (row.loss > 0.001 or row.p99 > 1000):
                     break  # saturated
             load.close()
@@ -389,17 +416,7 @@ def main() -> int:
         scenario("channels", 1000, 1000, [1000])
 
     if rows:
-        lines += [
-            "| scenario | clients | msg/s | deliveries/s | loss | p50 ms | p99 ms | max ms "
-            "| gateway CPU | µs CPU/delivery | load CPU |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r.scenario} | {r.clients:,} | {r.rate:,.0f} | {r.delivered:,.0f} | "
-                f"{r.loss:.2%} | {r.p50:.1f} | {r.p99:.1f} | {r.max:.1f} | {r.gw_cpu:.0%} | "
-                f"{r.us_per_event:.1f} | {r.load_cpu:.0%} |"
-            )
+        lines += TABLE_HEAD + [r.table_row() for r in rows]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     if args.out:

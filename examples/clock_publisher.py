@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Publish the current epoch seconds to the Redis channel ``clock`` once a second.
 
-The Python twin of the original plugin's ``clock.pl`` (seed-behaviour §7.1): the payload is
-the integer as text, no newline, so ``route = ^/whattimeisit sse:clock`` streams
+The Python twin of the original plugin's ``clock.pl`` (its README's mule, which publishes
+``time()`` on ``clock`` every second with Perl's Redis module): the payload is the integer as
+text, no newline, so ``route = ^/whattimeisit sse:clock`` streams
 ``data: 1420070400``. Standard library only; run it as a mule (``mule = clock_publisher.py``)
 or on its own.
 

@@ -1,7 +1,9 @@
 """Shared fixtures: private redis-server instances.
 
-Nothing here imports the reactor or txredisapi at module level (libraries.md §5: it would
-break ``--reactor=asyncio``); gateway fixtures live in gateway_helpers.py.
+Nothing here imports the reactor or txredisapi at module level: pytest-twisted installs the
+reactor a run asks for (``--reactor=asyncio``) in its pytest_configure, after this file is
+imported, and importing txredisapi installs the default reactor first, so such a run would
+fail with WrongReactorAlreadyInstalledError. Gateway fixtures live in gateway_helpers.py.
 """
 
 from __future__ import annotations

@@ -6,12 +6,15 @@ socket in a temporary directory.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +50,45 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET ``url``: (status, body). An error status is an answer too, not an exception;
+    a connection that fails (refused, reset, timed out) raises ``OSError``."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_for_http(
+    url: str,
+    accept: Callable[[int, bytes], bool],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "an answer",
+) -> tuple[int, bytes]:
+    """Poll ``url`` until ``accept(status, body)``; the last (status, body).
+
+    A listener that is not up yet (the admin port opens after the main one), or is being
+    restarted, refuses or drops the connection: that is retried like an unwanted answer,
+    until the deadline, which fails naming ``what`` and the last answer or error.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = http_get(url, timeout=max(0.5, min(10.0, timeout)))
+            last = f"HTTP {status}: {body[:200]!r}"
+            if accept(status, body):
+                return status, body
+        except (OSError, http.client.HTTPException) as e:  # URLError is an OSError
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what} from {url}; last: {last}"
+            )
         time.sleep(interval)
 
 

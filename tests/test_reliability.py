@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import socket
+import threading
 import time
-import urllib.error
-import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_helpers import wait_numsub
-from redis_helpers import free_port, wait_for
+from redis_helpers import free_port, http_get, wait_for, wait_for_http
 from sse_client import SSEClient
 
 RULES = """\
@@ -29,12 +30,8 @@ def stream(gw, path: str, **kwargs) -> SSEClient:
     return c
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+def _status_is(code: int):
+    return lambda status, _body: status == code
 
 
 def _metric(body: bytes, name: str, **labels: str) -> float:
@@ -73,14 +70,15 @@ def test_admin_metrics_and_health(gateway_factory, fresh_redis) -> None:
         args=("--admin", f"tcp:{admin_port}:interface=127.0.0.1"),
     ).start()
     base = f"http://127.0.0.1:{admin_port}"
-    wait_for(lambda: _get(base + "/health")[0] == 200, what="ready")
+    # The admin listener may open a moment after the main one: a refused connection is retried.
+    wait_for_http(base + "/health", _status_is(200), what="ready")
     clients = [stream(gw, "/clock") for _ in range(3)]
     r = fresh_redis.client()
     wait_numsub(r, "clock", 1)
     r.publish("clock", "1")
     for c in clients:
         c.read_events(1)
-    code, body = _get(base + "/metrics")
+    code, body = http_get(base + "/metrics")
     assert code == 200
     assert _metric(body, "sse_offload_clients") == 3
     assert _metric(body, "sse_offload_messages_delivered_total") == 3
@@ -89,20 +87,64 @@ def test_admin_metrics_and_health(gateway_factory, fresh_redis) -> None:
     nothing = SSEClient(gw.port, "/nothing")
     assert nothing.read_head() == 404
     nothing.close()
-    assert _metric(_get(base + "/metrics")[1], "sse_offload_requests_total",
+    assert _metric(http_get(base + "/metrics")[1], "sse_offload_requests_total",
                    outcome="continue") == 1
     clients[0].close()
-    wait_for(lambda: _metric(_get(base + "/metrics")[1], "sse_offload_clients") == 2,
+    wait_for(lambda: _metric(http_get(base + "/metrics")[1], "sse_offload_clients") == 2,
              what="a client leaving to show")
-    assert _metric(_get(base + "/metrics")[1], "sse_offload_streams_closed_total",
+    assert _metric(http_get(base + "/metrics")[1], "sse_offload_streams_closed_total",
                    reason="client") == 1
     r.close()
     fresh_redis.stop()
-    wait_for(lambda: _get(base + "/health")[0] == 503, what="unready while Redis is down")
+    wait_for_http(base + "/health", _status_is(503), what="unready while Redis is down")
     fresh_redis.start()
-    wait_for(lambda: _get(base + "/health")[0] == 200, timeout=20, what="ready again")
+    wait_for_http(base + "/health", _status_is(200), timeout=20, what="ready again")
     for c in clients[1:]:
         c.close()
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_admin_poll_waits_for_a_listener_that_is_not_up_yet() -> None:
+    # The admin port opens after the gateway's main port: connections to it are refused for
+    # a moment, and the poll must wait through that rather than fail on the first refusal.
+    port = free_port()
+    servers: list[http.server.HTTPServer] = []
+
+    def listen_later() -> None:
+        time.sleep(0.5)
+        server = http.server.HTTPServer(("127.0.0.1", port), _Ok)
+        servers.append(server)
+        server.serve_forever(poll_interval=0.05)
+
+    thread = threading.Thread(target=listen_later, daemon=True)
+    thread.start()
+    try:
+        assert wait_for_http(f"http://127.0.0.1:{port}/health", _status_is(200),
+                             what="ready") == (200, b"ok\n")
+    finally:
+        wait_for(lambda: servers, what="the late listener to start")
+        servers[0].shutdown()
+        servers[0].server_close()
+        thread.join(timeout=5)
+
+
+def test_the_admin_poll_fails_with_a_clear_message_at_its_deadline() -> None:
+    url = f"http://127.0.0.1:{free_port()}/health"  # nothing listens there
+    with pytest.raises(AssertionError) as failed:
+        wait_for_http(url, _status_is(200), timeout=0.3, what="ready")
+    message = str(failed.value)
+    assert message.startswith(f"timed out after 0.3s waiting for ready from {url}; last: ")
+    assert "Connection refused" in message
 
 
 def _read_streams(port: int, count: int, conn) -> None:

@@ -1,4 +1,5 @@
-"""SSE framing: DESIGN §4.5's table, sseraw, chunk framing; properties with hypothesis."""
+"""SSE framing: the table of docs/architecture.md, difference 5 (every line terminator
+splits, so a payload cannot inject fields), sseraw, chunk framing; hypothesis properties."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ DESIGN_4_5 = [
     (b"foo\r\nbar", b"data: foo\ndata: bar\n\n"),
     (b"a\rb", b"data: a\ndata: b\n\n"),
     (b"", b""),
-    # seed-behaviour §1.7 rows that DESIGN §4.5 does not change
+    # rows where the original plugin frames the same way (it split on \n only)
     (b"\n", b"data: \ndata: \n\n"),
     (b"a\n\nb", b"data: a\ndata: \ndata: b\n\n"),
     (b" x", b"data:  x\n\n"),

@@ -1,4 +1,5 @@
-"""A minimal Django project for the seed README's two SSE views: no database, no templates."""
+"""A minimal Django project for the two SSE views of uwsgi-sse-offload's README: no database,
+no templates."""
 
 SECRET_KEY = "example-only-not-secret"
 DEBUG = False

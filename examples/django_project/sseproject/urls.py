@@ -1,4 +1,4 @@
-"""URLs of the example project: the seed README's views."""
+"""URLs of the example project: the views of uwsgi-sse-offload's README."""
 
 from django.urls import path
 

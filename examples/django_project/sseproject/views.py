@@ -1,4 +1,4 @@
-"""The seed README's two Django views.
+"""The two Django views of uwsgi-sse-offload's README.
 
 ``sse_view`` asks for the offload with ``uwsgi.add_var``: it needs the app hosted in-process
 (``module = sseproject.wsgi``, rules/django_inprocess.ini). ``sse_channel_view`` names the

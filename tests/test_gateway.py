@@ -15,7 +15,7 @@ import pytest
 from gateway_helpers import twistd_path, wait_numsub
 from redis_helpers import wait_for
 from sse_client import SSEClient
-from test_sse import DESIGN_4_5
+from test_sse import FRAMING_TABLE
 
 CLOCK_RULES = """\
     [uwsgi]
@@ -63,7 +63,7 @@ def test_prefix_match_like_uwsgi(gateway, redis) -> None:
 
 
 VECTORS = [
-    *DESIGN_4_5,
+    *FRAMING_TABLE,
     (bytes(range(256)).replace(b"\r", b"").replace(b"\n", b""), None),
     (b"0042", b"data: 0042\n\n"),  # numbers stay bytes (txredisapi would convert them)
 ]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sse_offload.sse import KEEPALIVE, Mode, frame, frame_raw, frame_sse, http_chunk
 
-DESIGN_4_5 = [
+FRAMING_TABLE = [
     (b"foobar", b"data: foobar\n\n"),
     (b"foobar\nfoobar2", b"data: foobar\ndata: foobar2\n\n"),
     (b"foo\n", b"data: foo\ndata: \n\n"),
@@ -24,8 +24,8 @@ DESIGN_4_5 = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "wire"), DESIGN_4_5)
-def test_sse_framing_matches_design_table(payload: bytes, wire: bytes) -> None:
+@pytest.mark.parametrize(("payload", "wire"), FRAMING_TABLE)
+def test_sse_framing_matches_the_architecture_table(payload: bytes, wire: bytes) -> None:
     assert frame_sse(payload) == wire
 
 

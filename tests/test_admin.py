@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.protocols.policies import WrappingFactory
 
 from sse_offload.admin import admin_site
 from sse_offload.redis_address import parse_address
@@ -14,7 +15,10 @@ from twisted_helpers import make_streams, subscribe
 async def _get(port: int, path: str) -> tuple[int, bytes]:
     import treq
 
-    response = await treq.get(f"http://127.0.0.1:{port}{path}")
+    # Not persistent: treq's global pool would keep the connection open after the test,
+    # and the server's idle timeout would fire (HTTPChannel.forceAbortClient) in a later
+    # test's reactor.
+    response = await treq.get(f"http://127.0.0.1:{port}{path}", persistent=False)
     return response.code, await response.content()
 
 
@@ -32,7 +36,9 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
 
     address = parse_address(redis_server.address)
     streams = make_streams(reactor, address, keepalive=0)
-    port = reactor.listenTCP(0, admin_site(streams.hub), interface="127.0.0.1")
+    # Wrapped to see its connections: none may outlive the test (see _get).
+    site = WrappingFactory(admin_site(streams.hub))
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
     try:
         code, body = await _get(port.getHost().port, "/health")
         assert code == 503 and b"not ready" in body
@@ -57,6 +63,7 @@ async def test_metrics_and_health_follow_the_hub(redis_server, redis):
         assert samples[("sse_offload_bytes_written_total", ())] == 3 * len(b"data: hello\n\n")
         for remove in removers:
             remove()
+        await _until(lambda: not site.protocols)
     finally:
         await port.stopListening()
         await streams.stopService()

@@ -17,9 +17,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import parse_qsl
 
 from .config import Config, StaticMap
 from .config.actions import reason_phrase
+from .config.values import DEFAULT_BUFFER_SIZE, TargetError
 from .redis_address import AddressError, RedisAddress, parse_address
 from .routing import (
     AuthRequired,
@@ -124,6 +126,8 @@ def static_target(config: Config, vars: Mapping[str, str]) -> tuple[StaticMap, s
 NO_CHANNEL: Final = "no channel"
 LONG_CHANNEL: Final = "channel name too long"
 REFUSED_SERVER: Final = "server not named by the configuration"
+#: The start of the reason for an argument parse_sse_arg refuses (its text follows).
+BAD_TARGET: Final = "bad sse argument"
 
 
 def stream_target(
@@ -141,10 +145,14 @@ def stream_target(
     it may come out of variable expansion, a value a client or an app supplied, and the
     original plugin let a query string point the gateway at any host (difference 9).
     """
-    target = parse_sse_arg(outcome.arg)
+    template = outcome.rule.action.arg if outcome.expanded and outcome.rule.action else None
+    try:
+        target = parse_sse_arg(outcome.arg, template)
+    except TargetError as e:
+        return SseTarget(None, None, DEFAULT_BUFFER_SIZE), f"{BAD_TARGET}: {e}"
     if target.channel is None:
         return target, NO_CHANNEL
-    if len(target.channel) > max_channel_length:
+    if any(len(name) > max_channel_length for name in target.names()):
         return target, LONG_CHANNEL
     if target.server is None:
         return target, default_address
@@ -155,6 +163,22 @@ def stream_target(
     if address.key not in allowed_servers:
         return target, REFUSED_SERVER
     return target, address
+
+
+def last_event_id(vars: Mapping[str, str]) -> str | None:
+    """Where a client resumes: its ``Last-Event-ID`` header (an EventSource sends it when
+    it reconnects), else ``lastEventId`` or ``last_event_id`` in the query string (a page
+    can pass an id it kept on its first connect, which has no header)."""
+    header = vars.get("HTTP_LAST_EVENT_ID")
+    if header:
+        return header
+    query = vars.get("QUERY_STRING", "")
+    if "ast" not in query:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=False):
+        if key in ("lastEventId", "last_event_id"):
+            return value
+    return None
 
 
 def stream_head(headers: list[tuple[str, str]], mode: str) -> list[tuple[str, str]]:

@@ -17,17 +17,21 @@ from __future__ import annotations
 import collections
 import random
 from collections.abc import Iterator
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from .pubsub import Hub, RedisServerConnection
+from .events import EnvelopeError, frame_event, parse_envelope
+from .pubsub import Hub, RedisServerConnection, show_channel
 from .redis_address import RedisAddress
+from .redis_streams import StreamServer
+from .routing import SseTarget
 from .sse import KEEPALIVE, Mode, frame, http_chunk, retry_field
 from .stream import DEFAULT_MAX_PAUSED, SlowClientWatch
+from .stream_feed import StreamCursor, StreamFeed
 from .timers import cancel
 
 #: The keepalive default: an idle ``sse`` stream gets a comment this often, so proxies and
@@ -41,12 +45,14 @@ DEFAULT_DRAIN: Final = 5.0
 DRAIN_STEP: Final = 0.1
 
 _CHUNKED_KEEPALIVE: Final = http_chunk(KEEPALIVE)
+_log = Logger(namespace="sse_offload.broadcast")
 
 
 class Listener(Protocol):
     """What the fan-out writes to: one SSE client (see stream.SSEStream)."""
 
     mode: Mode
+    envelope: bool  # payloads are JSON envelopes (events.parse_envelope)
     chunked: bool
     wrote: bool
     gap: bytes | None  # the notice after a Redis outage (framed, unchunked), or None
@@ -58,7 +64,7 @@ class Listener(Protocol):
         """End the stream from the server side; ``reason`` names the counter."""
 
 
-GroupKey = tuple[Mode, bool]
+GroupKey = tuple[Mode, bool, bool]  # mode, envelope, chunked
 
 
 def wire(listener: Listener, framed: bytes) -> bytes:
@@ -67,21 +73,29 @@ def wire(listener: Listener, framed: bytes) -> bytes:
 
 
 class ChannelFanout:
-    """The listeners of one channel on one server, grouped by (mode, chunked wire)."""
+    """The listeners of one channel on one server, grouped by (mode, envelope, chunked
+    wire); ``taps`` take the payloads themselves (the mirror, mirror.py)."""
 
-    __slots__ = ("groups", "name", "stats")
+    __slots__ = ("groups", "name", "stats", "taps")
 
     def __init__(self, name: bytes, stats: collections.Counter[str]) -> None:
         self.name = name
         self.stats = stats
         self.groups: dict[GroupKey, dict[Listener, None]] = {}
+        self.taps: dict[Any, None] = {}
 
     def add(self, listener: Listener) -> None:
-        key = (listener.mode, listener.chunked)
+        if getattr(listener, "takes_payloads", False):
+            self.taps[listener] = None
+            return
+        key = (listener.mode, listener.envelope, listener.chunked)
         self.groups.setdefault(key, {})[listener] = None
 
     def remove(self, listener: Listener) -> None:
-        key = (listener.mode, listener.chunked)
+        if getattr(listener, "takes_payloads", False):
+            self.taps.pop(listener, None)
+            return
+        key = (listener.mode, listener.envelope, listener.chunked)
         group = self.groups.get(key)
         if group is not None:
             group.pop(listener, None)
@@ -89,7 +103,7 @@ class ChannelFanout:
                 del self.groups[key]
 
     def __len__(self) -> int:
-        return sum(len(g) for g in self.groups.values())
+        return len(self.taps) + sum(len(g) for g in self.groups.values())
 
     def listeners(self) -> Iterator[Listener]:
         for group in self.groups.values():
@@ -97,12 +111,16 @@ class ChannelFanout:
 
     def deliver(self, payloads: list[bytes]) -> None:
         """Frame ``payloads`` once per group and write the same bytes to each listener."""
-        framed: dict[Mode, bytes] = {}
+        for tap in tuple(self.taps):
+            tap.payloads(self.name, payloads)
+        framed: dict[tuple[Mode, bool], bytes] = {}
         writes = written = 0
-        for (mode, chunked), group in tuple(self.groups.items()):
-            body = framed.get(mode)
+        for (mode, envelope, chunked), group in tuple(self.groups.items()):
+            body = framed.get((mode, envelope))
             if body is None:
-                body = framed[mode] = frame(payloads, mode)
+                body = framed[(mode, envelope)] = (
+                    self._envelopes(payloads, mode) if envelope else frame(payloads, mode)
+                )
             if not body:
                 continue
             data = http_chunk(body) if chunked else body
@@ -116,6 +134,25 @@ class ChannelFanout:
         stats["messages_delivered"] += writes * len(payloads)
         stats["stream_writes"] += writes
         stats["bytes_written"] += written
+
+    def _envelopes(self, payloads: list[bytes], mode: Mode) -> bytes:
+        """JSON envelopes as events (``sseraw``: their data alone); an invalid one is
+        dropped, counted and logged (the first, then every 100th)."""
+        out = []
+        for payload in payloads:
+            try:
+                e = parse_envelope(payload)
+            except EnvelopeError as why:
+                self.stats["messages_dropped_bad_envelope"] += 1
+                count = self.stats["messages_dropped_bad_envelope"]
+                if count % 100 == 1:
+                    _log.warn(
+                        "{line}", line=f"dropped a message on {show_channel(self.name)}: "
+                        f"not a valid envelope: {why} ({count} so far)",
+                    )
+                continue
+            out.append(e.data if mode is Mode.RAW else frame_event(e))
+        return b"".join(out)
 
 
 class Broadcaster(Service):
@@ -138,8 +175,39 @@ class Broadcaster(Service):
         #: Streams whose clients stopped reading, and since when (one timer for all).
         self.watch = SlowClientWatch(self.clock, max_paused, self.stats)
         self._keepalive_call: IDelayedCall | None = None
+        #: Redis Streams readers, one per server (redis_streams.py), made on first use.
+        self.stream_servers: dict[tuple[object, ...], StreamServer] = {}
         hub.subscription = self.fanout
         hub.events = self
+
+    def stream_server(self, address: RedisAddress) -> StreamServer:
+        server = self.stream_servers.get(address.key)
+        if server is None:
+            server = self.stream_servers[address.key] = StreamServer(
+                self.hub.reactor, self.clock, address, self._feed
+            )
+            if self.running:
+                server.start()
+        return server
+
+    def _feed(self, server: StreamServer, key: bytes) -> StreamFeed:
+        return StreamFeed(server, key, self.stats, self.hub.max_message_size)
+
+    def join_streams(self, address: RedisAddress, keys: list[bytes], listener: Listener,
+                     target: SseTarget, last_event_id: str | None) -> StreamCursor:
+        """``listener`` reads Redis Streams ``keys``, resuming after ``last_event_id``."""
+        cursor = StreamCursor(self.stream_server(address), listener, keys, target,
+                              last_event_id)
+        cursor.start()
+        return cursor
+
+    def all_listeners(self) -> list[Listener]:
+        """Every stream of the process, once each (a stream may listen to several
+        channels or keys)."""
+        found: dict[Listener, None] = dict.fromkeys(self.hub.listeners())
+        for server in self.stream_servers.values():
+            found.update(dict.fromkeys(server.listeners()))
+        return list(found)
 
     def fanout(self, channel: bytes) -> ChannelFanout:
         """What the hub holds for a newly subscribed channel."""
@@ -159,6 +227,8 @@ class Broadcaster(Service):
     def startService(self) -> None:
         super().startService()
         self.hub.startService()
+        for server in self.stream_servers.values():
+            server.start()
         if self.keepalive > 0:
             self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
         self.watch.start()
@@ -169,12 +239,14 @@ class Broadcaster(Service):
         cancel(self._keepalive_call)
         self._keepalive_call = None
         d = self._drain()
-        d.addCallback(lambda _: self.hub.stopService())
+        d.addCallback(lambda _: defer.DeferredList(
+            [self.hub.stopService(), *(s.stop() for s in self.stream_servers.values())]
+        ))
         return d
 
     def _keepalive_tick(self) -> None:
         """One timer for every stream: a comment to each ``sse`` stream idle since the last tick."""
-        for listener in list(self.hub.listeners()):
+        for listener in self.all_listeners():
             if listener.mode is Mode.SSE and not listener.wrote:
                 listener.send(_CHUNKED_KEEPALIVE if listener.chunked else KEEPALIVE)
             listener.wrote = False
@@ -183,7 +255,7 @@ class Broadcaster(Service):
     def _drain(self) -> defer.Deferred[object]:
         """Close every stream, spread over ``drain`` seconds, each ``sse`` one after a
         ``retry:`` hint, so a restart does not bring every client back in the same instant."""
-        listeners: list[Listener] = list(self.hub.listeners())
+        listeners: list[Listener] = self.all_listeners()
         if not listeners:
             return defer.succeed(None)
         random.shuffle(listeners)
@@ -216,7 +288,7 @@ class Broadcaster(Service):
     def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
         """Tell every ``sse`` stream of ``server`` that messages may have been lost (pub/sub
         keeps nothing while a subscriber is away); raw streams get nothing."""
-        listeners: list[Listener] = [x for x in server.listeners() if x.gap is not None]
+        listeners = [x for x in dict.fromkeys(server.listeners()) if x.gap is not None]
         for listener in listeners:
             gap = listener.gap
             assert gap is not None
@@ -229,7 +301,7 @@ class Broadcaster(Service):
     def redis_expired(self, server: RedisServerConnection) -> None:
         """``server`` stayed away past the outage limit: close its streams, so their clients
         reconnect (perhaps to a gateway that can reach Redis) instead of waiting in silence."""
-        listeners: list[Listener] = list(server.listeners())
+        listeners: list[Listener] = list(dict.fromkeys(server.listeners()))
         self.log.warn(
             "redis {server} has been unreachable for {limit}s: closing {count} stream(s)",
             server=server, limit=self.hub.outage_limit, count=len(listeners),

@@ -43,6 +43,7 @@ class StreamPlan:
     target: SseTarget
     address: RedisAddress
     channel: bytes
+    last_event_id: str | None = None  # where a Redis Streams client resumes
 
 
 @dataclass
@@ -96,7 +97,9 @@ class Gateway:
             and self.streams_by_ip.get(ip, 0) >= self.max_clients_per_ip
         )
 
-    def plan(self, outcome: Offload, ip: str) -> StreamPlan | tuple[SseTarget, str]:
+    def plan(
+        self, outcome: Offload, ip: str, last_event_id: str | None = None
+    ) -> StreamPlan | tuple[SseTarget, str]:
         """Can ``outcome`` stream, for a client at ``ip``? A :class:`StreamPlan`, or
         ``(target, why)``: a reason of :func:`~sse_offload.answers.stream_target`, or
         :data:`FULL`."""
@@ -108,7 +111,7 @@ class Gateway:
         if not self.has_room(ip):
             return target, FULL
         channel = (target.channel or "").encode("utf-8", "surrogateescape")
-        return StreamPlan(target, address, channel)
+        return StreamPlan(target, address, channel, last_event_id)
 
     def stream_opened(self, ip: str) -> None:
         """Count a stream (``stream_closed`` uncounts it)."""

@@ -19,7 +19,7 @@ from typing import Final
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from .answers import LONG_CHANNEL, NO_CHANNEL, REFUSED_SERVER, SSE_HEADERS
+from .answers import LONG_CHANNEL, NO_CHANNEL, REFUSED_SERVER, SSE_HEADERS, last_event_id
 from .gateway import FULL, Gateway, StreamPlan
 from .replies import plain, set_head, to_bytes
 from .routing import Offload, RequestState, SseTarget
@@ -54,22 +54,81 @@ class _Release:
         self.gateway.stream_closed(self.ip)
 
 
+class _ReleaseAll:
+    """``on_close`` of a stream of several channels, patterns or Redis Streams."""
+
+    __slots__ = ("gateway", "ip", "leave")
+
+    def __init__(self, gateway: Gateway, ip: str, leave: list[Callable[[], None]]) -> None:
+        self.gateway, self.ip, self.leave = gateway, ip, leave
+
+    def __call__(self) -> None:
+        for leave in self.leave:
+            leave()
+        self.gateway.stream_closed(self.ip)
+
+
 def begin_stream(
     gateway: Gateway, owner: StreamOwner, ip: str, mode: str, plan: StreamPlan
 ) -> SSEStream:
     """Start the stream ``plan`` allows: the owner sends its head, the stream joins its
-    channel and is counted against the limits until it ends."""
+    channels (or patterns, or Redis Streams) and is counted against the limits until it
+    ends."""
+    target = plan.target
     stream = SSEStream(
         owner, _MODES[mode], gateway.max_queued,
-        gap_event=plan.target.gap == "event", watch=gateway.streams.watch,
+        gap_event=target.gap == "event", watch=gateway.streams.watch,
     )
     stream.channel = plan.channel
+    stream.envelope = target.envelope
     gateway.stats["requests_stream"] += 1
     stream.start()
-    if not stream.closed and gateway.streams.join(plan.address, plan.channel, stream):
+    if stream.closed:
+        return stream
+    if len(target.channels) == 1 and not target.patterns and not target.streams:
+        if gateway.streams.join(plan.address, plan.channel, stream):  # the common case
+            gateway.stream_opened(ip)
+            stream.on_close = _Release(gateway, plan, stream, ip)
+        return stream
+    leave = _join_all(gateway, plan, stream)
+    if leave is not None:
         gateway.stream_opened(ip)
-        stream.on_close = _Release(gateway, plan, stream, ip)
+        stream.on_close = _ReleaseAll(gateway, ip, leave)
     return stream
+
+
+def _join_all(
+    gateway: Gateway, plan: StreamPlan, stream: SSEStream
+) -> list[Callable[[], None]] | None:
+    """Join every source of ``plan``; the functions that leave them, or None (closed)."""
+    streams, target, address = gateway.streams, plan.target, plan.address
+    if target.streams:
+        stream.gap = None  # a Redis Stream reads on after an outage: nothing is missed
+        keys = [_encode(k) for k in target.streams]
+        cursor = streams.join_streams(address, keys, stream, target, plan.last_event_id)
+        return [cursor.release]
+    server = streams.hub.server(address)
+    leave: list[Callable[[], None]] = []
+    for name in target.channels:
+        channel = _encode(name)
+        if not streams.join(address, channel, stream):
+            for undo in leave:
+                undo()
+            return None
+        leave.append(lambda c=channel: server.remove(c, stream))  # type: ignore[misc]
+    for name in target.patterns:
+        pattern = _encode(name)
+        if not server.add(pattern, stream, pattern=True):
+            for undo in leave:
+                undo()
+            stream.close("outage")
+            return None
+        leave.append(lambda p=pattern: server.remove(p, stream, pattern=True))  # type: ignore[misc]
+    return leave
+
+
+def _encode(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
 
 
 class RequestOwner:
@@ -180,7 +239,7 @@ def stream_request(
     ``on_head`` arms the response side for the head about to be written.
     """
     ip = str(getattr(request.getClientAddress(), "host", ""))
-    plan = gateway.plan(outcome, ip)
+    plan = gateway.plan(outcome, ip, last_event_id(state.vars))
     if not isinstance(plan, StreamPlan):
         target, why = plan
         on_head()

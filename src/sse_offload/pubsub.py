@@ -95,6 +95,8 @@ class RedisServerConnection:
         self.address = address
         self.max_message_size = hub.max_message_size
         self.channels: dict[bytes, Subscription] = {}
+        #: PSUBSCRIBE patterns, shared and refcounted as channels are.
+        self.patterns: dict[bytes, Subscription] = {}
         self.protocol: HubProtocol | None = None
         self._factory = HubFactory(self)
         self._attempt = 0
@@ -182,9 +184,10 @@ class RedisServerConnection:
         self._down_logged = False
         self.connections_made += 1
         p.write_commands(encode_command(b"SUBSCRIBE", ch) for ch in self.channels)
+        p.write_commands(encode_command(b"PSUBSCRIBE", pat) for pat in self.patterns)
         self.log.info(
             "connected to redis {server}; subscribed {count} channel(s)",
-            server=self, count=len(self.channels),
+            server=self, count=len(self.channels) + len(self.patterns),
         )
         if self.outage_started is not None:
             self._outage_ends()
@@ -264,30 +267,35 @@ class RedisServerConnection:
         self.log.failure("{why} ({server})", failure, why=why, server=self)
 
     # --- channels ----------------------------------------------------------------------
-    def add(self, channel: bytes, listener: object) -> bool:
-        """``listener`` joins ``channel`` (SUBSCRIBE if it is the first). False: it was not
-        added, the server has been unreachable for longer than the outage limit (a new
-        stream does not wait either)."""
+    def add(self, channel: bytes, listener: object, pattern: bool = False) -> bool:
+        """``listener`` joins ``channel`` (SUBSCRIBE if it is the first; with ``pattern``,
+        the glob pattern ``channel``, PSUBSCRIBE). False: it was not added, the server has
+        been unreachable for longer than the outage limit (a new stream does not wait
+        either)."""
         if self._expired:
             return False
-        sub = self.channels.get(channel)
+        subs = self.patterns if pattern else self.channels
+        sub = subs.get(channel)
         if sub is None:
-            sub = self.channels[channel] = self.hub.subscription(channel)
+            sub = subs[channel] = self.hub.subscription(channel)
             if self.protocol is not None:
-                self.protocol.write_commands([encode_command(b"SUBSCRIBE", channel)])
+                command = b"PSUBSCRIBE" if pattern else b"SUBSCRIBE"
+                self.protocol.write_commands([encode_command(command, channel)])
         sub.add(listener)
         return True
 
-    def remove(self, channel: bytes, listener: object) -> None:
-        sub = self.channels.get(channel)
+    def remove(self, channel: bytes, listener: object, pattern: bool = False) -> None:
+        subs = self.patterns if pattern else self.channels
+        sub = subs.get(channel)
         if sub is None:
             return
         sub.remove(listener)
         if not sub:
-            del self.channels[channel]
+            del subs[channel]
             # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
             if self.protocol is not None:
-                self.protocol.write_commands([encode_command(b"UNSUBSCRIBE", channel)])
+                command = b"PUNSUBSCRIBE" if pattern else b"UNSUBSCRIBE"
+                self.protocol.write_commands([encode_command(command, channel)])
 
     def dropped(self, channel: bytes, size: int) -> None:
         """A message over the size limit: counted, and logged (the first, then every 100th)."""
@@ -301,9 +309,10 @@ class RedisServerConnection:
                 limit=self.max_message_size, count=stats["messages_dropped_too_large"],
             )
 
-    def deliver(self, batch: list[tuple[bytes, bytes]]) -> None:
-        """The messages of one read, grouped by channel, each group to its subscription."""
-        channels = self.channels
+    def deliver(self, batch: list[tuple[bytes, bytes]], pattern: bool = False) -> None:
+        """The messages of one read, grouped by channel (or by the pattern they matched),
+        each group to its subscription."""
+        channels = self.patterns if pattern else self.channels
         self.hub.stats["messages_received"] += len(batch)
         if len(batch) == 1:
             name, payload = batch[0]
@@ -320,8 +329,10 @@ class RedisServerConnection:
                 sub.deliver(payloads)
 
     def listeners(self) -> Iterator[Any]:
-        """Every listener of every channel of this server."""
+        """Every listener of every channel and pattern of this server."""
         for sub in self.channels.values():
+            yield from sub.listeners()
+        for sub in self.patterns.values():
             yield from sub.listeners()
 
 

@@ -37,7 +37,7 @@ class ProtocolOwner(Protocol):
 
     def connection_lost(self, p: HubProtocol, reason: Failure) -> None: ...
 
-    def deliver(self, batch: list[tuple[bytes, bytes]]) -> None: ...
+    def deliver(self, batch: list[tuple[bytes, bytes]], pattern: bool = False) -> None: ...
 
     def dropped(self, channel: bytes, size: int) -> None: ...
 
@@ -50,6 +50,9 @@ def encode_command(*args: bytes) -> bytes:
     for a in args:
         parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
     return b"".join(parts)
+
+
+_CONFIRMATIONS: Final = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe")
 
 
 class HubProtocol(txredisapi.SubscriberProtocol):
@@ -88,6 +91,7 @@ class HubProtocol(txredisapi.SubscriberProtocol):
         reader = self._hub_reader
         reader.feed(data)
         batch: list[tuple[bytes, bytes]] = []
+        matched: list[tuple[bytes, bytes]] = []  # (pattern, payload) of PSUBSCRIBE matches
         while True:
             try:
                 reply = reader.gets()
@@ -104,13 +108,20 @@ class HubProtocol(txredisapi.SubscriberProtocol):
                     self.server.dropped(reply[1], len(reply[2]))
                     continue
                 batch.append((reply[1], reply[2]))
+            elif type(reply) is list and len(reply) == 4 and reply[0] == b"pmessage":
+                if len(reply[3]) > self.server.max_message_size:
+                    self.server.dropped(reply[2], len(reply[3]))
+                    continue
+                matched.append((reply[1], reply[3]))
             else:
                 self._other_reply(reply)
         if batch:
             self.server.deliver(batch)
+        if matched:
+            self.server.deliver(matched, pattern=True)
 
     def _other_reply(self, reply: object) -> None:
-        if type(reply) is list and reply and reply[0] in (b"subscribe", b"unsubscribe"):
+        if type(reply) is list and reply and reply[0] in _CONFIRMATIONS:
             return
         if isinstance(reply, txredisapi.ResponseError) and not self.replyQueue.waiting:
             self.server.log.error(

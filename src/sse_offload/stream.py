@@ -178,7 +178,8 @@ class SSEStream:
 
     log = Logger()
     __slots__ = (
-        "_send", "_transport", "_write", "channel", "chunked", "closed", "gap", "max_queued",
+        "_send", "_transport", "_write", "channel", "chunked", "closed", "envelope", "gap",
+        "max_queued",
         "mode", "on_close", "owner", "paused", "queued", "sent", "started", "watch", "wrote",
     )
 
@@ -196,6 +197,7 @@ class SSEStream:
         self.sent = 0
         self.started = watch.clock.seconds() if watch is not None else time.time()
         self.mode = mode
+        self.envelope = False  # payloads are JSON envelopes (events.parse_envelope)
         #: What the stream gets after a Redis outage: raw streams get nothing.
         self.gap: bytes | None = None
         if mode is Mode.SSE:

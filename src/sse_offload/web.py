@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server, static
 
-from .answers import NOT_FOUND, gateway_answer, static_target
+from .answers import NOT_FOUND, gateway_answer, last_event_id, static_target
 from .gateway import Gateway, StreamPlan
 from .http_vars import request_vars
 from .offload import begin_stream, stream_request
@@ -166,7 +166,7 @@ class GatewayResource(resource.Resource):
         self.response.emit_logs(state)
         if not isinstance(outcome, Offload) or self.response.needed(state):
             return False
-        plan = gateway.plan(outcome, ip)
+        plan = gateway.plan(outcome, ip, last_event_id(state.vars))
         if not isinstance(plan, StreamPlan):
             return False  # twisted.web answers why
         gateway.stats["requests_offload"] += 1

@@ -91,35 +91,101 @@ def parse_kvlist(text: str) -> dict[str, str]:
     return result
 
 
+#: The keys of an sse argument that uWSGI's plugin knows; ours (:data:`OWN_KEYS`) must be
+#: written in the rule itself, never come out of a request var (see parse_sse_arg).
+PLUGIN_KEYS = frozenset({"server", "subscribe", "buffer_size"})
+OWN_KEYS = frozenset({"gap", "psubscribe", "stream", "envelope", "reset", "history"})
+#: Keys whose value may list several names, ``;``-separated.
+LIST_KEYS = ("subscribe", "psubscribe", "stream")
+
+
+class TargetError(ValueError):
+    """An sse argument that cannot be served: the text is for the log line."""
+
+
 @dataclass(frozen=True)
 class SseTarget:
     """What an ``sse``/``sseraw`` argument asks for, after expansion.
 
-    ``server`` None means "the configured default"; ``channel`` None means no
-    ``subscribe`` was given (the request cannot be served).
+    ``server`` None means "the configured default"; ``channel`` None means nothing to
+    listen to was given (the request cannot be served); otherwise it names the sources for
+    log lines. A stream listens to pub/sub ``channels`` and ``patterns``, or to Redis
+    Streams (``streams``), never both kinds.
     """
 
     channel: str | None
     server: str | None
     buffer_size: int
     gap: str | None = None  # after a Redis outage: "comment" (default) or "event"
+    channels: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+    envelope: bool = False  # payloads are JSON envelopes (events.parse_envelope)
+    reset: str = "reset"  # the event name when a Last-Event-ID cannot be resumed
+    history: int = 0  # a fresh client of a Redis Stream first gets this many past entries
+
+    def names(self) -> tuple[str, ...]:
+        return self.channels + self.patterns + self.streams
 
 
-def parse_sse_arg(expanded: str) -> SseTarget:
-    """Interpret an expanded ``sse:``/``sseraw:`` argument.
+def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
+    """Interpret an expanded ``sse:``/``sseraw:`` argument; ``template`` is the argument as
+    the rule writes it, before expansion (None: the expanded text is trusted as written).
 
     Without ``=`` the whole string is the channel (even empty); otherwise it is a kvlist
-    with keys ``server``, ``subscribe`` and ``buffer_size``, and ours: ``gap`` (``event``
-    asks for a named ``gap`` event after a Redis outage instead of a comment).
+    with the plugin's keys ``server``, ``subscribe`` and ``buffer_size``, and ours:
+    ``gap=event`` (a named ``gap`` event after a Redis outage instead of a comment),
+    ``psubscribe`` (glob patterns), ``stream`` (Redis Streams, resumable),
+    ``envelope=json``, ``reset=NAME`` and ``history=N``.
+
+    A value from a request var must not change what the rule asks for: our keys must be
+    in the template, and a value is split on ``;`` into several names only when the
+    template's value has that many parts (``subscribe=$1`` with ``$1`` = ``a;b`` is the one
+    channel ``a;b``, as in uWSGI). Raises :class:`TargetError` otherwise.
     """
     if "=" not in expanded:
-        return SseTarget(expanded, None, DEFAULT_BUFFER_SIZE)
+        return SseTarget(expanded, None, DEFAULT_BUFFER_SIZE, channels=(expanded,))
     items = parse_kvlist(expanded)
+    written = items if template is None else (
+        parse_kvlist(template) if "=" in template else {}
+    )
+    for key in items.keys() & OWN_KEYS - written.keys():
+        raise TargetError(f"{key}= came from a request var; it must be written in the rule")
+    lists = {key: _names(key, items, written) for key in LIST_KEYS if key in items}
+    if "stream" in lists and ("subscribe" in lists or "psubscribe" in lists):
+        raise TargetError("stream= cannot be mixed with subscribe= or psubscribe=")
+    envelope = items.get("envelope", "")
+    if envelope not in ("", "json"):
+        raise TargetError(f"envelope={envelope}: the only envelope is json")
+    history = items.get("history", "0")
+    if not history.isdigit():
+        raise TargetError(f"history={history}: not a whole number")
     size = c_atoi(items.get("buffer_size", ""))
+    names = [n for key in LIST_KEYS for n in lists.get(key, ())]
     # A negative size wraps to a huge unsigned one in the original; it is ignored anyway.
     return SseTarget(
-        items.get("subscribe"),
+        ";".join(names) if lists else None,
         items.get("server"),
         size if size > 0 else DEFAULT_BUFFER_SIZE,
         items.get("gap"),
+        lists.get("subscribe", ()),
+        lists.get("psubscribe", ()),
+        lists.get("stream", ()),
+        envelope == "json",
+        items.get("reset") or "reset",
+        int(history),
     )
+
+
+def _names(key: str, items: dict[str, str], written: dict[str, str]) -> tuple[str, ...]:
+    value = items[key]
+    parts = written.get(key, "").count(";") + 1 if key in written else 1
+    if parts == 1:
+        return (value,)
+    names = tuple(value.split(";"))
+    if len(names) != parts:
+        raise TargetError(
+            f"{key}= lists {len(names)} names where the rule writes {parts}: a request var "
+            "added or removed some"
+        )
+    return names

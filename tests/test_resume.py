@@ -166,3 +166,71 @@ def _readers(redis) -> int:
     """Clients of the Redis blocked in XREAD."""
     listing = redis.call("CLIENT", "LIST").decode()
     return sum(1 for line in listing.splitlines() if "cmd=xread" in line and "flags=b" in line)
+
+
+MIRROR_RULES = """\
+[uwsgi]
+mirror = news
+mirror = channel=raw,stream=rawlog,maxlen=50
+route = ^/s/([a-z0-9]+)$ sse:stream=$1
+"""
+
+
+def _stream_length(redis, key: str) -> int:
+    return int(redis.call("XLEN", key))
+
+
+def test_the_mirror_gives_bare_publish_publishers_resume(
+    gateway_factory, fresh_redis
+) -> None:
+    redis = fresh_redis.client()
+    gw = gateway_factory(MIRROR_RULES, redis=fresh_redis.address).start()
+    wait_for(lambda: redis.numsub("news") == 1, what="the mirror's SUBSCRIBE")
+    wait_for(lambda: redis.call("EXISTS", "sse-offload:mirror:news") == 1, what="the lease")
+    client = SSEClient(gw.port, "/s/news")
+    assert client.read_head() == 200
+    wait_for(lambda: _readers(redis) >= 1, what="the gateway's XREAD")
+    redis.publish("news", "hello")
+    (first,) = read(client, 1)
+    assert first["data"] == "hello"
+    client.close()
+    for i in range(100):
+        redis.publish("news", f"n{i}")
+    wait_for(lambda: _stream_length(redis, "news") == 101, what="100 more entries")
+    again = SSEClient(gw.port, "/s/news", headers={"Last-Event-ID": first["id"]})
+    assert [e["data"] for e in read(again, 100)] == [f"n{i}" for i in range(100)]
+    # the stream is bounded: MAXLEN ~ keeps about maxlen entries
+    for i in range(300):
+        redis.publish("raw", f"r{i}")
+    wait_for(lambda: redis.call("XREVRANGE", "rawlog", "+", "-", "COUNT", "1")[0][1][1]
+             == b"r299", what="the last raw entry")
+    assert _stream_length(redis, "rawlog") < 300
+
+
+def test_two_gateways_mirror_each_message_once(gateway_factory, fresh_redis) -> None:
+    redis = fresh_redis.client()
+    gateway_factory(MIRROR_RULES, redis=fresh_redis.address, name="a").start()
+    gateway_factory(MIRROR_RULES, redis=fresh_redis.address, name="b").start()
+    wait_for(lambda: redis.numsub("news") == 2, what="both mirrors' SUBSCRIBEs")
+    wait_for(lambda: redis.call("EXISTS", "sse-offload:mirror:news") == 1, what="a lease")
+    for i in range(50):
+        redis.publish("news", f"once{i}")
+    wait_for(lambda: _stream_length(redis, "news") >= 50, what="50 entries")
+    entries = redis.call("XRANGE", "news", "-", "+")
+    assert [e[1][1] for e in entries] == [f"once{i}".encode() for i in range(50)]
+
+
+def test_two_workers_resume_any_client(gateway_factory, redis_server, redis) -> None:
+    gw = gateway_factory(RULES, redis=redis_server.address, args=("--processes", "2")).start()
+    ids = [xadd(redis, "workers1", f"w{i}") for i in range(10)]
+    # Reconnect many times: the kernel spreads the connections over both workers, and
+    # whichever one serves a reconnect resumes it from the id alone.
+    last, seen = ids[0], [ids[0]]
+    for step in range(1, 10):
+        client = SSEClient(gw.port, "/s/workers1", headers={"Last-Event-ID": last})
+        events = read(client, 1)
+        assert events[0]["id"] == ids[step]
+        client.close()
+        last = events[0]["id"]
+        seen.append(last)
+    assert seen == ids

@@ -177,6 +177,8 @@ class Broadcaster(Service):
         self._keepalive_call: IDelayedCall | None = None
         #: Redis Streams readers, one per server (redis_streams.py), made on first use.
         self.stream_servers: dict[tuple[object, ...], StreamServer] = {}
+        #: Mirrored channels (mirror.py), started and stopped with the streams.
+        self.mirrors: list[Any] = []
         hub.subscription = self.fanout
         hub.events = self
 
@@ -229,6 +231,8 @@ class Broadcaster(Service):
         self.hub.startService()
         for server in self.stream_servers.values():
             server.start()
+        for mirror in self.mirrors:
+            mirror.start()
         if self.keepalive > 0:
             self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
         self.watch.start()
@@ -239,6 +243,7 @@ class Broadcaster(Service):
         cancel(self._keepalive_call)
         self._keepalive_call = None
         d = self._drain()
+        d.addCallback(lambda _: defer.DeferredList([m.stop() for m in self.mirrors]))
         d.addCallback(lambda _: defer.DeferredList(
             [self.hub.stopService(), *(s.stop() for s in self.stream_servers.values())]
         ))

@@ -19,6 +19,7 @@ from .channel import deadline_channel_factory
 from .config import Config, RulesError, load_rules
 from .front import GatewaySite
 from .gateway import Gateway
+from .mirror import Mirror, MirrorError, parse_mirror
 from .options import ConfigurationError, Limits
 from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
@@ -132,6 +133,19 @@ def build_backend(
     return None
 
 
+def build_mirrors(config: Config, streams: Broadcaster, default: RedisAddress) -> list[Mirror]:
+    """The ``mirror`` keys of the rules file (mirror.py); ConfigurationError if bad."""
+    mirrors = []
+    for text in config.values("mirror"):
+        try:
+            spec = parse_mirror(text)
+            address = parse_address(spec.server) if spec.server else default
+        except (MirrorError, AddressError) as e:
+            raise ConfigurationError(f"{config.path}: mirror = {text}: {e}") from None
+        mirrors.append(Mirror(streams, address, spec))
+    return mirrors
+
+
 @dataclass
 class GatewayParts:
     """The pieces of one serving process: its hub, the streams over it (the service to
@@ -173,6 +187,7 @@ def build_gateway(
         max_channel_length=limits.max_channel_length,
     )
     gateway.allow([default_address, *literal_addresses(config)])
+    streams.mirrors = build_mirrors(config, streams, default_address)
     site = GatewaySite(GatewayResource(gateway), limits.header_timeout)
     site.protocol = deadline_channel_factory(limits.header_timeout)  # type: ignore[method-assign]
     return GatewayParts(hub, streams, gateway, site)

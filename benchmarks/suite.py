@@ -13,7 +13,10 @@ and a publisher that puts its publish time (ns) in every payload. Scenarios:
   process plus Redis, kernel socket memory excluded);
 - light: 1,000 clients on one channel at 10 msg/s: gateway CPU per delivered event;
 - fan-out: 1,000 clients on one channel at rising rates until loss or p99 > 1 s;
-- channels: 1,000 channels with one client each, 1,000 msg/s spread over them.
+- channels: 1,000 channels with one client each, 1,000 msg/s spread over them;
+- streams: 1,000 clients of one Redis Stream (``sse:stream=``, XADD publisher) at rising
+  rates, beside fan-out's pub/sub figures;
+- replay: 10,000 entries replayed to one client that resumes from the first id.
 
 Every row reports delivered events/s, loss, latency p50/p99/max (publish -> client read),
 gateway CPU, and the load processes' CPU.
@@ -224,7 +227,9 @@ class Bench:
     def _start_gateway(self, args: argparse.Namespace) -> None:
         wait_port(self.redis_port)
         rules = self.tmp / "bench.ini"
-        rules.write_text("[uwsgi]\nroute = ^/s/(.*)$ sse:$1\n")
+        rules.write_text(
+            "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\nroute = ^/x/(.*)$ sse:stream=$1\n"
+        )
         twistd = Path(sys.executable).with_name("twistd")
         self.gateway = subprocess.Popen(
             [str(twistd if twistd.exists() else "twistd"), "-n", "--pidfile=", "--logfile",
@@ -273,8 +278,10 @@ class Bench:
             time.sleep(0.1)
         time.sleep(0.3)
 
-    def publish(self, channels: list[bytes], rate: float, seconds: float) -> float:
-        """Publish at ``rate`` msg/s round-robin over ``channels``; returns the achieved rate."""
+    def publish(self, channels: list[bytes], rate: float, seconds: float,
+                xadd: bool = False) -> float:
+        """Publish at ``rate`` msg/s round-robin over ``channels`` (``xadd``: append to
+        Redis Streams of those names); returns the achieved rate."""
         total = int(rate * seconds)
         size = self.args.size
         start = time.monotonic()
@@ -282,8 +289,10 @@ class Bench:
         out = []
         for i in range(total):
             ts = str(time.time_ns()).encode()
-            out.append(resp(b"PUBLISH", channels[i % len(channels)],
-                            ts + b"x" * max(0, size - len(ts))))
+            payload = ts + b"x" * max(0, size - len(ts))
+            name = channels[i % len(channels)]
+            out.append(resp(b"XADD", name, b"*", b"data", payload) if xadd
+                       else resp(b"PUBLISH", name, payload))
             if len(out) >= batch_every:
                 self.pub.sendall(b"".join(out))
                 out = []
@@ -306,11 +315,11 @@ class Bench:
         self.pub.setblocking(True)
 
     def run_rate(self, name: str, load: Load, clients: int, channels: list[bytes], rate: float,
-                 per_message: int) -> Row:
+                 per_message: int, xadd: bool = False) -> Row:
         seconds = self.args.seconds
         load.report()  # reset counters
         cpu0, lcpu0, t0 = self.gateway_cpu(), load.cpu(), time.monotonic()
-        achieved = self.publish(channels, rate, seconds)
+        achieved = self.publish(channels, rate, seconds, xadd)
         time.sleep(1.0)  # let the tail arrive
         elapsed = time.monotonic() - t0
         got, lat = load.report()
@@ -348,12 +357,13 @@ def main() -> int:
     ap.add_argument("--rates", default="20,50,100,150,200,300,1000",
                     help="fan-out rates, msg/s, to 1,000 clients")
     ap.add_argument("--quick", action="store_true", help="small figures, for a smoke run")
-    ap.add_argument("--only", choices=["idle", "light", "fanout", "channels"], action="append")
+    ap.add_argument("--only", choices=["idle", "light", "fanout", "channels", "streams", "replay"],
+                    action="append")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
         args.idle_clients, args.seconds, args.rates = 1000, 2.0, "20,100"
-    only = set(args.only or ["idle", "light", "fanout", "channels"])
+    only = set(args.only or ["idle", "light", "fanout", "channels", "streams", "replay"])
     lines = [
         f"Gateway `--processes {args.processes}`, {args.size}-byte payloads, {args.seconds:.0f} s "
         f"per row, HTTP/1.1 clients from {args.load_workers} C load processes, "
@@ -390,16 +400,21 @@ def main() -> int:
         finally:
             b.close()
 
-    def scenario(name: str, clients: int, nchannels: int, rates: list[float]) -> None:
+    def scenario(name: str, clients: int, nchannels: int, rates: list[float],
+                 xadd: bool = False) -> None:
         b = Bench(args)
         try:
-            path = "/s/c%d" if nchannels > 1 else "/s/bench"
+            prefix = "/x/" if xadd else "/s/"
+            path = prefix + ("c%d" if nchannels > 1 else "bench")
             chans = [b"c%d" % i for i in range(nchannels)] if nchannels > 1 else [b"bench"]
             load = Load(b.loadclient, b.port, clients, path, nchannels, args.load_workers)
-            b.wait_subscribed(chans)
+            if xadd:
+                time.sleep(2.0)  # every process's reader is in XREAD by then
+            else:
+                b.wait_subscribed(chans)
             per_message = clients // nchannels
             for rate in rates:
-                row = b.run_rate(name, load, clients, chans, rate, per_message)
+                row = b.run_rate(name, load, clients, chans, rate, per_message, xadd)
                 rows.append(row)
                 print(row.progress(), file=sys.stderr, flush=True)
                 if name == "fan-out" and (row.loss > 0.001 or row.p99 > 1000):
@@ -414,6 +429,18 @@ def main() -> int:
         scenario("fan-out", 1000, 1, [float(r) for r in args.rates.split(",")])
     if "channels" in only:
         scenario("channels", 1000, 1000, [1000])
+    if "streams" in only:
+        rates = [float(r) for r in args.rates.split(",") if float(r) <= 300]
+        scenario("streams", 1000, 1, rates, xadd=True)
+    if "replay" in only:
+        b = Bench(args)
+        try:
+            seconds = replay(b, 10_000)
+            lines += [f"**Replay**: 10,000 entries of a Redis Stream replayed to one client "
+                      f"(Last-Event-ID of the first) in {seconds:.2f} s, head to last event.", ""]
+            print(f"replay: 10,000 entries in {seconds:.2f} s", file=sys.stderr, flush=True)
+        finally:
+            b.close()
 
     if rows:
         lines += TABLE_HEAD + [r.table_row() for r in rows]
@@ -422,6 +449,27 @@ def main() -> int:
     if args.out:
         args.out.write_text(text)
     return 0
+
+
+def replay(b: Bench, count: int) -> float:
+    """Append ``count`` entries, then time one client resuming from the first of them."""
+    pipe = b"".join(resp(b"XADD", b"replay", b"*", b"data", b"%d" % i + b"x" * 90)
+                    for i in range(count))
+    b.pub.sendall(resp(b"XADD", b"replay", b"0-1", b"data", b"first") + pipe)
+    time.sleep(1.0)
+    b._drain_replies()
+    c = socket.create_connection(("127.0.0.1", b.port))
+    t0 = time.monotonic()
+    c.sendall(b"GET /x/replay HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0-1\r\n\r\n")
+    data = b""
+    while data.count(b"\nid: ") < count:
+        chunk = c.recv(1 << 20)
+        if not chunk:
+            raise RuntimeError(f"replay ended early: {data.count(b'id: ')} events")
+        data += chunk
+    seconds = time.monotonic() - t0
+    c.close()
+    return seconds
 
 
 if __name__ == "__main__":

@@ -93,8 +93,9 @@ class GatewayProcess:
             cmd += ["--redis", self.redis]
         return cmd + list(self.args)
 
-    def start(self, wait: bool = True) -> GatewayProcess:
-        self.port = free_port()
+    def start(self, wait: bool = True, port: int = 0) -> GatewayProcess:
+        """Start on a free port, or on ``port`` (a restart where clients expect it)."""
+        self.port = port or free_port()
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(
             self.command(), cwd=self.cwd, env=env,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sse_offload.answers import (
+    BAD_TARGET,
     LONG_CHANNEL,
     NO_CHANNEL,
     REFUSED_SERVER,
@@ -28,6 +29,7 @@ from sse_offload.routing import (
     Offload,
     Outcome,
     RequestState,
+    SseTarget,
     Static,
     cgi_vars,
     describe,
@@ -135,6 +137,8 @@ def _target(config: Config, offload: Offload) -> str:
     target, address = stream_target(offload, None, _literal_servers(config))
     if address == NO_CHANNEL:
         return f"{offload.mode} with no subscribe=: the gateway answers 500"
+    if isinstance(address, str) and address.startswith(BAD_TARGET):
+        return f"{offload.mode} refused ({address}): the gateway answers 400"
     if address == LONG_CHANNEL:
         return f"{offload.mode} with a channel name over the limit: the gateway answers 400"
     if address is None:
@@ -148,7 +152,28 @@ def _target(config: Config, offload: Offload) -> str:
         where = f"server {target.server!r}, not a valid address ({address}): answered with 500"
     else:
         where = f"server {target.server!r}"
-    return f"{offload.mode} stream of channel {_show(target.channel or '')} on {where}"
+    return f"{offload.mode} stream of {_sources(target)} on {where}"
+
+
+def _sources(target: SseTarget) -> str:
+    """What a stream listens to, as ``explain`` says it."""
+    def named(kind: str, names: tuple[str, ...]) -> str:
+        plural = "s" if len(names) > 1 else ""
+        return f"{kind}{plural} " + ", ".join(_show(n) for n in names)
+
+    parts = []
+    if target.channels:
+        parts.append(named("channel", target.channels))
+    if target.patterns:
+        parts.append(named("pattern", target.patterns))
+    if target.streams:
+        resume = "Redis Streams mode: ids, resumes from Last-Event-ID"
+        if target.history:
+            resume += f", {target.history} past entries for a new client"
+        parts.append(f"{named('Redis Stream', target.streams)} ({resume})")
+    if target.envelope:
+        parts.append("payloads as JSON envelopes")
+    return "; ".join(parts)
 
 
 def _gateway_answer(outcome: Outcome) -> tuple[int, list[tuple[str, str]]] | None:

@@ -28,6 +28,7 @@ class RecordingListener:
 
     def __init__(self, mode: Mode = Mode.SSE, chunked: bool = False) -> None:
         self.mode = mode
+        self.envelope = False
         self.chunked = chunked
         self.wrote = False
         self.received: list[bytes] = []

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sse_offload.config.values import TargetError
 from sse_offload.routing import SseTarget, parse_kvlist, parse_sse_arg
 
 
@@ -64,7 +65,33 @@ def test_parse_kvlist(text: str, expected: dict[str, str]) -> None:
     ],
 )
 def test_parse_sse_arg(arg: str, expected: SseTarget) -> None:
-    assert parse_sse_arg(arg) == expected
+    got = parse_sse_arg(arg)
+    assert (got.channel, got.server, got.buffer_size) == (
+        expected.channel, expected.server, expected.buffer_size
+    )
+    assert got.channels == (() if expected.channel is None else (expected.channel,))
+
+
+@pytest.mark.parametrize(
+    ("template", "expanded", "channels", "error"),
+    [
+        ("subscribe=a;b", "subscribe=a;b", ("a", "b"), None),
+        ("subscribe=$1", "subscribe=a;b", ("a;b",), None),  # a ; from a var does not split
+        ("subscribe=$1;$2", "subscribe=a;b;c", None, "lists 3 names where the rule writes 2"),
+        ("$1", "subscribe=x,psubscribe=*", None, "psubscribe= came from a request var"),
+        ("subscribe=$1", "subscribe=x,stream=k", None, "stream= came from a request var"),
+        ("stream=k,subscribe=c", "stream=k,subscribe=c", None, "cannot be mixed"),
+        ("subscribe=c,envelope=xml", "subscribe=c,envelope=xml", None, "only envelope is json"),
+    ],
+)
+def test_what_a_rule_writes_decides_lists_and_our_keys(
+    template: str, expanded: str, channels: tuple[str, ...] | None, error: str | None
+) -> None:
+    if error is None:
+        assert parse_sse_arg(expanded, template).channels == channels
+    else:
+        with pytest.raises(TargetError, match=error):
+            parse_sse_arg(expanded, template)
 
 
 def escape(value: str) -> str:
@@ -81,8 +108,12 @@ def test_escaped_values_round_trip(items: dict[str, str]) -> None:
 
 
 @given(text=st.text(max_size=40))
-def test_parse_sse_arg_never_raises(text: str) -> None:
-    target = parse_sse_arg(text)
+def test_parse_sse_arg_never_raises_but_target_error(text: str) -> None:
+    try:
+        target = parse_sse_arg(text)
+    except TargetError:
+        assert "=" in text
+        return
     assert target.buffer_size > 0
     if "=" not in text:
-        assert target == SseTarget(text, None, 4096)
+        assert target == SseTarget(text, None, 4096, channels=(text,))

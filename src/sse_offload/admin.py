@@ -54,6 +54,12 @@ COUNTERS = {
     "messages_dropped_too_large": (
         "messages_dropped_too_large", "Messages dropped for being over the size limit."
     ),
+    "messages_dropped_bad_envelope": (
+        "messages_dropped_bad_envelope", "Messages dropped for not being a valid JSON envelope."
+    ),
+    "streams_reset": (
+        "streams_reset", "Redis Streams clients whose Last-Event-ID could not be resumed."
+    ),
     "redis_reconnects": ("redis_reconnects", "Subscriber connections made again after an outage."),
     "redis_disconnects": (
         "redis_disconnects",

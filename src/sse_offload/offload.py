@@ -19,7 +19,14 @@ from typing import Final
 from twisted.logger import Logger
 from twisted.web import http, server
 
-from .answers import LONG_CHANNEL, NO_CHANNEL, REFUSED_SERVER, SSE_HEADERS, last_event_id
+from .answers import (
+    BAD_TARGET,
+    LONG_CHANNEL,
+    NO_CHANNEL,
+    REFUSED_SERVER,
+    SSE_HEADERS,
+    last_event_id,
+)
 from .gateway import FULL, Gateway, StreamPlan
 from .replies import plain, set_head, to_bytes
 from .routing import Offload, RequestState, SseTarget
@@ -194,6 +201,10 @@ def refuse(
         )
         stats["requests_bad_channel"] += 1
         return plain(request, 400, b"400 Bad Request: channel name too long\n")
+    if why.startswith(BAD_TARGET):
+        stats["requests_bad_channel"] += 1
+        _log.error("{rule}: {why} for {uri}", rule=str(rule.pos), why=why, uri=request.uri[:200])
+        return plain(request, 400, b"400 Bad Request\n")
     if why == REFUSED_SERVER:
         stats["requests_refused_server"] += 1
         _log.error(

@@ -12,7 +12,7 @@ import pytest
 
 from sse_client import SSEClient
 from sse_offload.config import load_rules
-from sse_offload.options import http_socket_endpoint
+from sse_offload.endpoints import http_socket_endpoint
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = sorted((REPO / "rules").glob("*.ini"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sse_offload.options import (
+from sse_offload.endpoints import (
     DEFAULT_BACKLOG,
     DEFAULT_LISTEN,
     admin_endpoint,

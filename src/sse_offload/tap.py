@@ -20,14 +20,8 @@ from .config import Config, RulesError, load_rules
 from .config.actions import OFFLOAD_ACTIONS
 from .config.loader import RESPONSE_SIDE_NOTE
 from .config.values import parse_kvlist
-from .options import (
-    DEFAULT_LISTEN,
-    Options,
-    Settings,
-    http_socket_endpoint,
-    resolve_settings,
-    with_backlog,
-)
+from .endpoints import DEFAULT_LISTEN, http_socket_endpoint, with_backlog
+from .options import Options, Settings, resolve_settings
 from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .processes.listeners import listen_service
 from .processes.mules import Mule

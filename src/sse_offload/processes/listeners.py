@@ -22,7 +22,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, endpoints
 from twisted.internet.error import CannotListenError
 
-from ..options import DEFAULT_BACKLOG
+from ..endpoints import DEFAULT_BACKLOG
 from ..stream import tune_port, tune_socket
 
 #: TCP listening sockets (SO_REUSEPORT, one address) of the whole gateway, shared out over

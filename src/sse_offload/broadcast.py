@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .events import EnvelopeError, frame_event, parse_envelope
+from .listener_groups import ListenerGroups
 from .pubsub import Hub, RedisServerConnection, show_channel
 from .redis_address import RedisAddress
 from .redis_streams import StreamServer
@@ -64,7 +65,6 @@ class Listener(Protocol):
         """End the stream from the server side; ``reason`` names the counter."""
 
 
-GroupKey = tuple[Mode, bool, bool]  # mode, envelope, chunked
 
 
 def wire(listener: Listener, framed: bytes) -> bytes:
@@ -81,33 +81,26 @@ class ChannelFanout:
     def __init__(self, name: bytes, stats: collections.Counter[str]) -> None:
         self.name = name
         self.stats = stats
-        self.groups: dict[GroupKey, dict[Listener, None]] = {}
+        self.groups = ListenerGroups()
         self.taps: dict[Any, None] = {}
 
     def add(self, listener: Listener) -> None:
         if getattr(listener, "takes_payloads", False):
             self.taps[listener] = None
             return
-        key = (listener.mode, listener.envelope, listener.chunked)
-        self.groups.setdefault(key, {})[listener] = None
+        self.groups.join(listener)
 
     def remove(self, listener: Listener) -> None:
         if getattr(listener, "takes_payloads", False):
             self.taps.pop(listener, None)
             return
-        key = (listener.mode, listener.envelope, listener.chunked)
-        group = self.groups.get(key)
-        if group is not None:
-            group.pop(listener, None)
-            if not group:
-                del self.groups[key]
+        self.groups.leave(listener)
 
     def __len__(self) -> int:
-        return len(self.taps) + sum(len(g) for g in self.groups.values())
+        return len(self.taps) + self.groups.count()
 
     def listeners(self) -> Iterator[Listener]:
-        for group in self.groups.values():
-            yield from group
+        return self.groups.members()
 
     def deliver(self, payloads: list[bytes]) -> None:
         """Frame ``payloads`` once per group and write the same bytes to each listener."""

@@ -37,6 +37,7 @@ from .events import (
     parse_position,
     position_id,
 )
+from .listener_groups import ListenerGroups
 from .redis_streams import READ_COUNT, Entry, StreamServer
 from .routing import SseTarget
 from .sse import Mode, http_chunk
@@ -44,7 +45,6 @@ from .sse import Mode, http_chunk
 _log = Logger(namespace="sse_offload.stream_feed")
 #: An entry as the feed passes it on: its position, id and fields.
 Parsed = tuple[Position, bytes, list[bytes]]
-GroupKey = tuple[Mode, bool, bool]  # mode, envelope, chunked
 MAX_HISTORY: Final = 10_000
 
 
@@ -66,7 +66,7 @@ class StreamFeed:
         self.key = key
         self.stats = stats
         self.max_size = max_size
-        self.groups: dict[GroupKey, dict[Any, None]] = {}
+        self.groups = ListenerGroups()
         self.cursors: dict[StreamCursor, None] = {}
         self.last: Position | None = None  # the reader's position, once known
 
@@ -74,26 +74,19 @@ class StreamFeed:
         if isinstance(listener, StreamCursor):
             self.cursors[listener] = None
         else:
-            key = (listener.mode, listener.envelope, listener.chunked)
-            self.groups.setdefault(key, {})[listener] = None
+            self.groups.join(listener)
 
     def remove(self, listener: Any) -> None:
         if isinstance(listener, StreamCursor):
             self.cursors.pop(listener, None)
             return
-        key = (listener.mode, listener.envelope, listener.chunked)
-        group = self.groups.get(key)
-        if group is not None:
-            group.pop(listener, None)
-            if not group:
-                del self.groups[key]
+        self.groups.leave(listener)
 
     def __len__(self) -> int:
-        return len(self.cursors) + sum(len(g) for g in self.groups.values())
+        return len(self.cursors) + self.groups.count()
 
     def listeners(self) -> Iterator[Any]:
-        for group in self.groups.values():
-            yield from group
+        yield from self.groups.members()
         for cursor in self.cursors:
             yield cursor.stream
 

@@ -124,6 +124,16 @@ class Options(usage.Options):
             "tcp:9091:interface=127.0.0.1. [default: off]",
         ],
         [
+            "publish", None, None,
+            "Serve POST /publish/<channel> (JWT-authenticated) on this endpoint; a bare port "
+            "or tcp: without interface= listens on loopback. [default: off]",
+        ],
+        [
+            "publish-key", None, None,
+            "The key publish tokens are verified with: an HS256 secret (hs256:SECRET, 32 "
+            "bytes or more) or @FILE holding a secret or a PEM public key (RS256/ES256).",
+        ],
+        [
             "processes", None, None,
             "Gateway worker processes sharing the listening sockets, each with its own "
             "Redis subscriptions and its own copy of the app (use one per core). [default: 1]",

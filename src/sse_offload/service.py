@@ -68,7 +68,7 @@ GC_THRESHOLD_0 = 50_000
 #: Keys read only at start-up.
 RESTART_KEYS = (
     "listen", "http-socket", "redis", "mule", "processes", "wsgi", "wsgi-file", "module",
-    "callable", "proxy", "threads", "admin",
+    "callable", "proxy", "threads", "admin", "publish", "publish-key",
 )
 
 

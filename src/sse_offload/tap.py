@@ -25,6 +25,7 @@ from .options import Options, Settings, resolve_settings
 from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
 from .processes.listeners import listen_service
 from .processes.mules import Mule
+from .publish import PublishService, resolve_publish
 from .service import (
     ConfigurationError,
     GatewayService,
@@ -94,6 +95,7 @@ def makeService(options: Options) -> service.MultiService:
     try:
         settings = resolve_settings(options, config)
         literal_addresses(config)
+        publishing = resolve_publish(options, config, settings.limits)
     except ConfigurationError as e:
         _fail(str(e))
     has_app = settings.app is not None or settings.upstream is not None
@@ -148,6 +150,9 @@ def makeService(options: Options) -> service.MultiService:
             from .admin import admin_site
 
             root.add(strports.service(settings.admin, admin_site(parts.hub)))
+    if publishing is not None:  # once per gateway: the master with --processes N
+        publisher = PublishService(publishing, lambda: root.redis_address, reactor)
+        root.add(publisher, after_redis=True)
     for spec in config.mules:
         root.add(Mule(spec.script, root.mule_environment, reactor), after_redis=True)
     return root

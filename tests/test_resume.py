@@ -234,3 +234,47 @@ def test_two_workers_resume_any_client(gateway_factory, redis_server, redis) -> 
         last = events[0]["id"]
         seen.append(last)
     assert seen == ids
+
+
+WORKER_RULES = """\
+[uwsgi]
+route = ^/w/ addheader:X-Worker: ${uwsgi[wid]}
+route = ^/w/([a-z0-9]+)$ sse:stream=$1
+"""
+
+
+def test_a_client_of_one_worker_resumes_exactly_on_the_other(
+    gateway_factory, redis_server, redis
+) -> None:
+    """Killed mid-stream on one worker, 100 entries added, reconnected to the other worker:
+    exactly those 100, in order, then live, nothing twice (no gateway state is needed)."""
+    gw = gateway_factory(
+        WORKER_RULES, redis=redis_server.address, args=("--processes", "2")
+    ).start()
+    first = SSEClient(gw.port, "/w/other1")
+    assert first.read_head() == 200
+    worker = first.header("X-Worker")
+    assert worker in ("1", "2")
+    wait_for(lambda: _readers(redis) >= 1, what="an XREAD")
+    start = xadd(redis, "other1", "start")
+    (event,) = read(first, 1)
+    assert event["id"] == start
+    first.close()
+
+    ids = [xadd(redis, "other1", f"o{i}") for i in range(100)]
+    # The kernel spreads connections over the workers' sockets: connect until one lands on
+    # the other worker (each try is a real resume too, closed unread).
+    for _ in range(200):
+        again = SSEClient(gw.port, "/w/other1", headers={"Last-Event-ID": start})
+        assert again.read_head() == 200
+        if again.header("X-Worker") != worker:
+            break
+        again.close()
+    else:
+        raise AssertionError(f"200 connections all went to worker {worker}")
+    events = read(again, 100)
+    assert [e["id"] for e in events] == ids
+    assert [e["data"] for e in events] == [f"o{i}" for i in range(100)]
+    live = xadd(redis, "other1", "live")
+    events = read(again, 101)
+    assert len(events) == 101 and events[100]["id"] == live

@@ -15,7 +15,6 @@ from twisted.web.test.requesthelper import DummyRequest
 from sse_offload.sse import KEEPALIVE
 from sse_offload.status import (
     TOP_CHANNELS,
-    ChannelRow,
     WorkerStatus,
     changed,
     channel_table,
@@ -124,7 +123,10 @@ def test_100000_channels_send_the_top_ones_and_the_totals_in_a_few_kilobytes() -
     assert [r["name"] for r in table["top"][:3]] == ["busier", "busy", "channel-000000"]
     size = len(json.dumps(snap))
     assert size < 12_000, size  # not megabytes per update
-    assert channel_table([ChannelRow("s", "channel", "x", 1)] * 5, limit=2)["shown"] == 2
+    table = channel_table([("s", "channel", {b"a": [1], b"b": [1, 2]}),
+                           ("s", "pattern", {b"c": [1, 2, 3]})], limit=2)
+    assert (table["total"], table["listeners"], table["shown"]) == (3, 6, 2)
+    assert [r["name"] for r in table["top"]] == ["c", "b"]
 
 
 @pytest.mark.parametrize(

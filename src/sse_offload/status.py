@@ -76,34 +76,45 @@ def _rank(row: ChannelRow) -> tuple[int, str, str, str]:
     return (-row.listeners, row.server, row.kind, row.name)
 
 
-def channel_table(rows: Iterable[ChannelRow], limit: int = TOP_CHANNELS) -> dict[str, Any]:
-    """The channel part of a snapshot: ``total`` rows, the ``listeners`` of all of them
-    (a stream of two channels counts in both), and the ``top`` ``limit`` rows by listeners
-    (``shown`` of them)."""
-    all_rows = list(rows)
-    top = heapq.nsmallest(limit, all_rows, key=_rank)
+Listing = tuple[str, str, Mapping[bytes, Sized]]  # server, kind, {name: its listeners}
+
+
+def channel_table(listings: Iterable[Listing], limit: int = TOP_CHANNELS) -> dict[str, Any]:
+    """The channel part of a snapshot: ``total`` channels, the ``listeners`` of all of
+    them (a stream of two channels counts in both), and the ``top`` ``limit`` by listeners
+    (``shown`` of them; ties by server, kind and name).
+
+    Only the rows shown are built and their names decoded: 100,000 channels cost a tuple
+    each (about 0.6 µs), the snapshot's cost.
+    """
+    total = listeners = 0
+    best: list[tuple[int, str, str, bytes]] = []
+    for server, kind, subs in listings:
+        counts = [(-len(sub), name) for name, sub in subs.items()]
+        total += len(counts)
+        listeners -= sum(c for c, _ in counts)
+        best += [(c, server, kind, name) for c, name in heapq.nsmallest(limit, counts)]
+    top = [ChannelRow(server, kind, show_channel(name), -c)
+           for c, server, kind, name in heapq.nsmallest(limit, best)]
     return {
-        "total": len(all_rows),
-        "listeners": sum(r.listeners for r in all_rows),
+        "total": total,
+        "listeners": listeners,
         "shown": len(top),
         "exact": True,
         "top": [r.as_json() for r in top],
     }
 
 
-def channel_rows(
+def listings(
     servers: Iterable[PubSubServer], stream_servers: Iterable[StreamsServer]
-) -> Iterable[ChannelRow]:
-    """Every channel, pattern and stream key held, with its listener count."""
+) -> Iterable[Listing]:
+    """Every server's channels, patterns and stream keys, from the hub's public listing."""
     for server in servers:
         address = str(server.describe()["address"])
-        for kind, subs in ((CHANNEL, server.channels), (PATTERN, server.patterns)):
-            for name, sub in subs.items():
-                yield ChannelRow(address, kind, show_channel(name), len(sub))
+        yield address, CHANNEL, server.channels
+        yield address, PATTERN, server.patterns
     for streams in stream_servers:
-        address = str(streams.describe()["address"])
-        for name, feed in streams.keys.items():
-            yield ChannelRow(address, STREAM, show_channel(name), len(feed))
+        yield str(streams.describe()["address"]), STREAM, streams.keys
 
 
 def process_snapshot(
@@ -128,7 +139,7 @@ def process_snapshot(
         "started": started,
         "now": now,
         "clients": clients,
-        "channels": channel_table(channel_rows(servers, stream_servers), limit),
+        "channels": channel_table(listings(servers, stream_servers), limit),
         "redis": [s.describe() for s in servers] + [s.describe() for s in stream_servers],
         "counters": dict(sorted(stats.items())),
     }

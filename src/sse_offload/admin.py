@@ -8,7 +8,8 @@ increments per message.
 With ``--processes N`` each worker serves this site on a unix socket of its own and the
 master's listener (:func:`pool_admin_site`) asks every worker when it is asked: ``/metrics``
 is the sum of the workers' samples plus the master's own ``sse_offload_workers*`` series,
-``/health`` is ready when every worker is.
+``/health`` is ready when every worker is. The status page on the same listener is
+status_site.py's.
 """
 
 from __future__ import annotations

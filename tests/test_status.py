@@ -373,6 +373,11 @@ def test_the_events_resource_streams_the_feed_and_leaves_it_when_the_client_goes
     request.finish()  # the client goes: its notifyFinish fires
     assert clock.getDelayedCalls() == []
 
+    head = DummyRequest([b"status", b"events"])
+    head.method = b"HEAD"
+    assert events.render(head) == b""  # a head, not a stream held open
+    assert clock.getDelayedCalls() == [] and not events.feed.listeners
+
 
 def test_the_page_is_self_contained_and_allows_only_its_own_script() -> None:
     text = PAGE.decode()

@@ -237,3 +237,68 @@ def test_the_status_page_shows_a_new_client_within_a_second_in_chromium(
     assert errors == []
     for c in (client, hostile):
         c.close()
+
+
+#: A gateway of two workers, one silent, whose Redis connections include a kind this page
+#: was never told of (a cluster with its nodes): what any describe() may say.
+FABRICATED = {
+    "version": "9.9", "pid": 7, "started": 1000.0, "now": 1090.0, "clients": 12,
+    "channels": {"total": 250, "listeners": 40, "shown": 1, "exact": False, "top": [
+        {"server": "r:1", "kind": "channel", "name": "news", "listeners": 9, "partial": True},
+    ]},
+    "redis": [
+        {"worker": 0, "address": "r:1", "kind": "pubsub", "connected": False,
+         "down_since": 1030.0, "expired": True, "channels": 3, "patterns": 0,
+         "connections_made": 1},
+        {"worker": 0, "address": "cluster:7000", "kind": "cluster", "connected": True,
+         "down_since": None, "expired": False, "channels": 5, "patterns": 1,
+         "connections_made": 3, "slots_moved": 17, "nodes": [
+             {"address": "10.0.0.1:7000", "role": "master", "connected": True},
+             {"address": "10.0.0.2:7000", "role": "replica", "connected": False},
+         ]},
+    ],
+    "workers": [
+        {"index": 0, "pid": 11, "answering": True, "clients": 12, "restarts": 0, "error": ""},
+        {"index": 1, "pid": 12, "answering": False, "clients": None, "restarts": 2,
+         "error": "no answer in 2 s"},
+    ],
+    "counters": {"messages_received": 1234567},
+}
+
+
+def test_the_page_draws_any_connection_kind_and_the_workers_from_the_snapshot(
+    browser,  # noqa: F811
+) -> None:
+    from sse_offload.status_page import PAGE, PAGE_HEADERS
+
+    page = browser.new_page()
+    headers = {k.decode(): v.decode() for k, v in PAGE_HEADERS}
+    page.route("http://status.test/status", lambda route: route.fulfill(
+        status=200, headers=headers, body=PAGE))
+    page.route("http://status.test/status/events", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"},
+        body=f"retry: 60000\n\ndata: {json.dumps(FABRICATED)}\n\n"))
+    page.goto("http://status.test/status")
+    page.wait_for_function("() => document.getElementById('clients').textContent === '12'",
+                           timeout=5000)
+    rows = page.eval_on_selector_all(
+        "#redis > tbody > tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert [r[:7] for r in rows] == [
+        ["0", "r:1", "pubsub", rows[0][3], "3", "0", "1"],
+        ["0", "cluster:7000", "cluster", "connected", "5", "1", "3"],
+    ]
+    assert rows[0][3].startswith("expired, down since")
+    # the keys the page does not know, drawn generically: a list of objects as a table
+    nodes = page.eval_on_selector_all(
+        "#redis > tbody > tr:nth-child(2) table tr",
+        "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    assert nodes == [["address", "role", "connected"], ["10.0.0.1:7000", "master", "yes"],
+                     ["10.0.0.2:7000", "replica", "no"]]
+    assert "slots_moved: 17" in rows[1][7]
+    workers = page.eval_on_selector_all(
+        "#workers tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    assert workers == [["0", "11", "answering", "12", "0"],
+                       ["1", "12", "not answering: no answer in 2 s", "—", "2"]]
+    assert page.inner_text("#channels tbody").startswith("≥ 9")
+    assert "250 or more" in page.inner_text("#channel-count")
+    assert page.inner_text("#uptime").startswith("1m 3")  # the server's clock, not the browser's

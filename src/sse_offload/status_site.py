@@ -256,9 +256,11 @@ class _Events(resource.Resource):
         super().__init__()
         self.feed = feed
 
-    def render_GET(self, request: Request) -> int:
+    def render_GET(self, request: Request) -> int | bytes:
         for name, value in SSE_HEADERS:
             request.setHeader(name, value)
+        if request.method == b"HEAD":
+            return b""  # the head alone, and done: not a stream held open for nothing
         request.write(retry_field(STATUS_RETRY_MS))  # the head goes out now
         request.notifyFinish().addBoth(lambda _: self.feed.remove(request))
         self.feed.add(request)

@@ -8,7 +8,8 @@ increments per message.
 With ``--processes N`` each worker serves this site on a unix socket of its own and the
 master's listener (:func:`pool_admin_site`) asks every worker when it is asked: ``/metrics``
 is the sum of the workers' samples plus the master's own ``sse_offload_workers*`` series,
-``/health`` is ready when every worker is.
+``/health`` is ready when every worker is. The status page on the same listener is
+status_site.py's.
 """
 
 from __future__ import annotations
@@ -229,8 +230,11 @@ async def _get(reactor: Any, socket_path: str, path: bytes) -> tuple[int, bytes]
     return response.code, await readBody(response)
 
 
-async def ask_workers(pool: WorkerPool, reactor: Any, path: bytes) -> list[WorkerAnswer]:
-    """GET ``path`` from every worker's admin socket at once; one log line per silent one."""
+async def ask_workers(
+    pool: WorkerPool, reactor: Any, path: bytes, quiet: bool = False
+) -> list[WorkerAnswer]:
+    """GET ``path`` from every worker's admin socket at once; one log line per silent one,
+    unless ``quiet`` (a caller that asks often logs the changes itself)."""
 
     async def ask(index: int, socket_path: str | None) -> WorkerAnswer:
         if socket_path is None:
@@ -243,8 +247,9 @@ async def ask_workers(pool: WorkerPool, reactor: Any, path: bytes) -> list[Worke
             error = f"no answer in {WORKER_TIMEOUT:g} s" if isinstance(e, TimeoutError) else (
                 str(e) or type(e).__name__
             )
-            log.warn("worker {index} left out of {path}: {error}",
-                     index=index, path=path.decode(), error=error)
+            if not quiet:
+                log.warn("worker {index} left out of {path}: {error}",
+                         index=index, path=path.decode(), error=error)
             return WorkerAnswer(index, None, error=error)
         return WorkerAnswer(index, code, body)
 

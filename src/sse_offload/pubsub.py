@@ -113,6 +113,22 @@ class RedisServerConnection:
     def __str__(self) -> str:
         return str(self.address)
 
+    def describe(self) -> dict[str, object]:
+        """What this connection is and how it is, for the status page: ``address`` (no
+        password), ``kind`` ("pubsub"), ``connected``, ``down_since`` (the clock's seconds
+        when the connection was lost or first failed, else None), ``expired`` (down past the
+        outage limit), ``channels`` and ``patterns`` held, ``connections_made``."""
+        return {
+            "address": str(self.address),
+            "kind": "pubsub",
+            "connected": self.protocol is not None,
+            "down_since": self.outage_started,
+            "expired": self._expired,
+            "channels": len(self.channels),
+            "patterns": len(self.patterns),
+            "connections_made": self.connections_made,
+        }
+
     # --- life cycle -------------------------------------------------------------------
     def start(self) -> None:
         if not self._running:

@@ -124,9 +124,28 @@ class Link:
         self._connecting: defer.Deferred[Any] | None = None
         self._running = False
         self._down_logged = False
+        #: Connections made (and made ready) so far; the status page shows it.
+        self.connections_made = 0
+        #: The clock's seconds when the link was lost or first failed to connect; None while
+        #: it is up (or before its first attempt ends).
+        self.down_since: float | None = None
 
     def __str__(self) -> str:
         return f"{self.address} ({self.role})"
+
+    def describe(self) -> dict[str, object]:
+        """This link for the status page: ``role``, ``connected``, ``down_since``,
+        ``connections_made``."""
+        return {
+            "role": self.role,
+            "connected": self.protocol is not None,
+            "down_since": self.down_since,
+            "connections_made": self.connections_made,
+        }
+
+    def _went_down(self) -> None:
+        if self.down_since is None:
+            self.down_since = self.server.clock.seconds()
 
     def start(self) -> None:
         if not self._running:
@@ -162,6 +181,7 @@ class Link:
         self._connecting = None
         if failure.check(defer.CancelledError) or not self._running:
             return
+        self._went_down()
         if not self._down_logged:
             self._down_logged = True
             self.log.warn(
@@ -183,12 +203,15 @@ class Link:
             p.transport.loseConnection()
             return
         self.protocol, self._attempt, self._down_logged = p, 0, False
+        self.connections_made += 1
+        self.down_since = None
         self._on_ready(p)
 
     def lost(self, p: CommandProtocol, reason: Failure) -> None:
         if self.protocol is p:
             self.protocol = None
             if self._running:
+                self._went_down()
                 self.log.warn(
                     "lost redis {server}: {why}; reconnecting",
                     server=self,

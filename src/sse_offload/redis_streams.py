@@ -83,6 +83,26 @@ class StreamServer:
     def __str__(self) -> str:
         return str(self.address)
 
+    def describe(self) -> dict[str, object]:
+        """This server's Streams connections for the status page, with the keys of
+        ``pubsub.RedisServerConnection.describe``: ``kind`` "streams", ``channels`` the
+        stream keys read, ``patterns`` 0, ``expired`` False (streams wait for Redis, however
+        long), ``connected`` when both links are up, ``down_since`` the earlier link's;
+        ``links`` describes each (the reader and the command link)."""
+        links = (self.reader, self.control)
+        down = [link.down_since for link in links if link.down_since is not None]
+        return {
+            "address": str(self.address),
+            "kind": "streams",
+            "connected": all(link.protocol is not None for link in links),
+            "down_since": min(down) if down else None,
+            "expired": False,
+            "channels": len(self.keys),
+            "patterns": 0,
+            "connections_made": sum(link.connections_made for link in links),
+            "links": [link.describe() for link in links],
+        }
+
     def start(self) -> None:
         self.reader.start()
         self.control.start()

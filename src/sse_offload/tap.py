@@ -129,8 +129,11 @@ def makeService(options: Options) -> service.MultiService:
         root.pool = pool
         if settings.admin:
             from .admin import pool_admin_site
+            from .status_site import add_pool_status
 
-            root.add(strports.service(settings.admin, pool_admin_site(pool, reactor)))
+            admin = pool_admin_site(pool, reactor)
+            add_pool_status(admin, pool, reactor)
+            root.add(strports.service(settings.admin, admin))
     else:
         backend = _backend(settings, reactor)  # each worker hosts its own with --processes
         parts = build_gateway(
@@ -148,8 +151,11 @@ def makeService(options: Options) -> service.MultiService:
             root.add(listen_service(description, parts.site, reactor))
         if settings.admin:
             from .admin import admin_site
+            from .status_site import add_status
 
-            root.add(strports.service(settings.admin, admin_site(parts.hub)))
+            site = admin_site(parts.hub)
+            add_status(site, parts.gateway, reactor)
+            root.add(strports.service(settings.admin, site))
     if publishing is not None:  # once per gateway: the master with --processes N
         publisher = PublishService(publishing, lambda: root.redis_address, reactor)
         root.add(publisher, after_redis=True)

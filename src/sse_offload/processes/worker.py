@@ -109,7 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(args.admin_socket)  # left by the worker this one replaces
-        admin: ServerFactory[Any] = admin_site(parts.hub, access_log=False)
+        from ..status_site import add_status
+
+        admin_web = admin_site(parts.hub, access_log=False)
+        add_status(admin_web, parts.gateway, reactor)
+        admin: ServerFactory[Any] = admin_web
         IReactorUNIX(reactor).listenUNIX(args.admin_socket, admin, mode=ADMIN_SOCKET_MODE)
     # Twisted's reactor interfaces type their factory argument as a factory of its default
     # protocol type, which Site (a factory of HTTP channels) is not under an invariant

@@ -233,8 +233,9 @@ class GatewaySite(server.Site):
 
     def stream_head(self, origin: str | None = None) -> bytes:
         """The head of a stream the request chain offloaded (what twisted.web would send),
-        with the CORS headers for ``origin`` when ``--cors-origins`` is set."""
-        cors = self.resource.gateway.cors if origin else None
+        with the CORS headers for a request from ``origin`` when ``--cors-origins`` is set
+        (no rule adds headers to a stream started here: it would not be on this path)."""
+        cors = self.resource.gateway.cors
         if cors is not None:
             extra = b"".join(b"\r\n" + n + b": " + v for n, v in cors.headers(origin))
             return self._head_start + http_date(time.time()) + extra + self._head_end

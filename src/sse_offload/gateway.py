@@ -111,7 +111,8 @@ class Gateway:
     ) -> StreamPlan | tuple[SseTarget, str]:
         """Can ``outcome`` stream, for a client at ``ip``? A :class:`StreamPlan`, or
         ``(target, why)``: a reason of :func:`~sse_offload.answers.stream_target`, or
-        :data:`FULL`, or an ``auth=jwt`` refusal for the token in ``vars``."""
+        :data:`FULL`, or an ``auth=jwt`` refusal (stream_auth.authorize) for the token in
+        the request's ``vars``."""
         target, address = stream_target(
             outcome, self.default_address, self.allowed_servers, self.max_channel_length
         )
@@ -119,7 +120,8 @@ class Gateway:
             return target, str(address)
         expires = None
         if target.auth is not None:
-            access = authorize(self.subscribe_key, target, vars or {})
+            now = self.streams.clock.seconds()
+            access = authorize(self.subscribe_key, target, vars or {}, now)
             if isinstance(access, str):
                 return target, access
             expires = access

@@ -161,6 +161,9 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
     auth = items.get("auth") or None
     if auth not in (None, "jwt"):
         raise TargetError(f"auth={auth}: the only auth is jwt")
+    if items.get("auth") != written.get("auth"):
+        # A later "auth=" out of a var would win (the last key does) and drop the check.
+        raise TargetError("auth= must be what the rule writes; a request var changed it")
     history = items.get("history", "0")
     if not history.isdigit():
         raise TargetError(f"history={history}: not a whole number")

@@ -187,9 +187,10 @@ def expiry_calls(m: Memory) -> list[Any]:
 def test_a_stream_ends_at_its_tokens_exp_with_a_comment_saying_why(form: str) -> None:
     m = memory()
     request = form.format(path="/ev/news", token=token(["news"], exp=START + 30))
-    _, transport = m.connect(request.encode())
+    protocol, transport = m.connect(request.encode())
     assert transport.value().startswith(b"HTTP/1.1 200 OK\r\n")
     assert m.listeners(b"news") == 1
+    assert (protocol.stream is not None) is (form is FAST)  # the fast path took it itself
     m.reactor.advance(29.9)
     assert not transport.disconnecting
     transport.clear()
@@ -247,3 +248,45 @@ def test_refusals_in_memory(form: str) -> None:
     ), answer
     assert m.listeners(b"news") == 0 and expiry_calls(m) == []
     assert m.gateway.stats["requests_refused_token"] == 2
+
+
+# -- options --------------------------------------------------------------------------------
+
+def _settings(tmp_path: Any, ini: str, *argv: str) -> Any:
+    from sse_offload.config import load_rules
+    from sse_offload.options import Options, resolve_settings
+
+    rules = tmp_path / "rules.ini"
+    rules.write_text("[uwsgi]\nroute = ^/s sse:s\n" + ini)
+    options = Options()
+    options.parseOptions(["--rules", str(rules), *argv])
+    return resolve_settings(options, load_rules(str(rules)))
+
+
+def test_the_options_are_ini_keys_too_and_the_command_line_wins(tmp_path: Any) -> None:
+    access = _settings(tmp_path, "").access
+    assert access.key is None and access.cors is None
+    access = _settings(
+        tmp_path, f"subscribe-key = hs256:{SECRET}\ncors-origins = https://a.example, *\n"
+    ).access
+    assert access.key is not None and access.key.algorithms == ("HS256",)
+    assert access.cors is not None and access.cors.any_origin
+    assert access.cors.origins == {"https://a.example"}
+    assert SECRET not in repr(access)
+    wins = _settings(tmp_path, "cors-origins = *\n", "--cors-origins", "https://b.example")
+    assert wins.access.cors.origins == {"https://b.example"}
+    assert not wins.access.cors.any_origin
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("subscribe-key = short\n", "--subscribe-key: token key: an HS256 secret needs"),
+        ("subscribe-key = @/nonexistent/key\n", "--subscribe-key: cannot read"),
+        ("cors-origins = app.example\n", "is not an origin"),
+    ],
+)
+def test_bad_option_values_are_configuration_errors(tmp_path: Any, ini: str,
+                                                    message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        _settings(tmp_path, ini)

@@ -290,3 +290,14 @@ def test_bad_option_values_are_configuration_errors(tmp_path: Any, ini: str,
                                                     message: str) -> None:
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         _settings(tmp_path, ini)
+
+
+def test_the_masters_reload_checks_auth_jwt_against_its_key(tmp_path: Any) -> None:
+    """With --processes N the master reloads without a gateway of its own: it must refuse a
+    file its workers would refuse, and not signal them."""
+    from sse_offload.service import reload_rules
+
+    rules = tmp_path / "rules.ini"
+    rules.write_text("[uwsgi]\nroute = ^/s$ sse:subscribe=s,auth=jwt\n")
+    assert reload_rules(str(rules), None, None) is None
+    assert reload_rules(str(rules), None, KEY) is not None

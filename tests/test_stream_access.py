@@ -319,6 +319,9 @@ def test_a_reload_that_adds_auth_jwt_without_a_key_is_reported(gateway_factory,
                                                                redis_server) -> None:
     gw = gateway_factory("[uwsgi]\nroute = ^/s/(.+)$ sse:$1\n", redis=redis_server.address)
     gw.start()
+    # A request served: the reactor runs, so the SIGHUP handler is in place (the port
+    # listens before it is).
+    answer(gw.port, "/s/before").close()
     gw.rules_path.write_text("[uwsgi]\nroute = ^/s/(.+)$ sse:subscribe=$1,auth=jwt\n")
     assert gw.proc is not None
     gw.proc.send_signal(signal.SIGHUP)

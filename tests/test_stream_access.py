@@ -37,6 +37,12 @@ route = ^/own/([a-z0-9.]+)$ sse:$1
 """
 
 
+#: How late after ``exp`` a stream may close: a timer's lateness on a loaded machine, and
+#: the read on this side; a second is far from the per-message or keepalive granularity a
+#: broken implementation would show.
+CLOSE_MARGIN = 1.5
+
+
 def token(subscribe: list[str], secret: str = SECRET, algorithm: str = "HS256",
           **claims: Any) -> str:
     return jwt.encode({"sse": {"subscribe": subscribe}, **claims}, secret, algorithm=algorithm)
@@ -146,7 +152,7 @@ def test_a_granted_pattern_streams(gateway, redis) -> None:
 
 
 def test_a_stream_closes_at_its_tokens_exp_and_the_reconnect_is_401(gateway, redis) -> None:
-    expires = int(time.time()) + 3  # two to three seconds ahead
+    expires = int(time.time()) + 4  # three to four seconds ahead: room to subscribe first
     short = token(["expiring"], exp=expires)
     client = SSEClient(gateway.port, "/private/expiring", headers=bearer(short))
     assert client.read_head() == 200
@@ -155,7 +161,7 @@ def test_a_stream_closes_at_its_tokens_exp_and_the_reconnect_is_401(gateway, red
     assert client.read_events(1) == ["before exp"]
     client.wait_closed(timeout=expires - time.time() + 5)
     closed_at = time.time()
-    assert expires <= closed_at < expires + 1.0, closed_at - expires
+    assert expires <= closed_at < expires + CLOSE_MARGIN, closed_at - expires
     assert client.body.endswith(b": token expired\n\n")
     client.close()
     wait_numsub(redis, "expiring", 0)

@@ -173,6 +173,8 @@ def _sources(target: SseTarget) -> str:
         parts.append(f"{named('Redis Stream', target.streams)} ({resume})")
     if target.envelope:
         parts.append("payloads as JSON envelopes")
+    if target.auth == "jwt":
+        parts.append("auth=jwt: a token must grant every name (401 without one, 403 beyond)")
     return "; ".join(parts)
 
 

@@ -91,6 +91,9 @@ class FrontProtocol(Protocol):
     :class:`~sse_offload.stream.StreamOwner`.
     """
 
+    #: The request's Origin when ``--cors-origins`` is set (the stream head answers it).
+    origin: str | None = None
+
     def __init__(self, site: GatewaySite, addr: IAddress) -> None:
         self.site = site
         self.addr = addr
@@ -151,6 +154,8 @@ class FrontProtocol(Protocol):
             self._hand_over(buffer, None)
             return
         resource = self.site.resource
+        if resource.gateway.cors is not None:
+            self.origin = vars.get("HTTP_ORIGIN")
         state = resource.new_state(vars)
         outcome = resource.request_chain(state)
         if not resource.start_fast(self, self.ip, state, outcome):
@@ -186,7 +191,7 @@ class FrontProtocol(Protocol):
     def open(self, stream: SSEStream) -> None:
         self.stream = stream
         transport: Any = self.transport
-        stream.attach(transport, chunked=True, head=self.site.stream_head())
+        stream.attach(transport, chunked=True, head=self.site.stream_head(self.origin))
         transport.registerProducer(stream, True)
 
     def finish(self) -> None:
@@ -226,8 +231,14 @@ class GatewaySite(server.Site):
     def buildProtocol(self, addr: IAddress) -> FrontProtocol:  # type: ignore[override]
         return FrontProtocol(self, addr)
 
-    def stream_head(self) -> bytes:
-        """The head of a stream the request chain offloaded (what twisted.web would send)."""
+    def stream_head(self, origin: str | None = None) -> bytes:
+        """The head of a stream the request chain offloaded (what twisted.web would send),
+        with the CORS headers for a request from ``origin`` when ``--cors-origins`` is set
+        (no rule adds headers to a stream started here: it would not be on this path)."""
+        cors = self.resource.gateway.cors
+        if cors is not None:
+            extra = b"".join(b"\r\n" + n + b": " + v for n, v in cors.headers(origin))
+            return self._head_start + http_date(time.time()) + extra + self._head_end
         return self._head_start + http_date(time.time()) + self._head_end
 
     def port_of(self, transport: object) -> str:

@@ -10,7 +10,7 @@ whether an offload can become a stream, for both paths.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,10 +20,13 @@ from twisted.internet.defer import Deferred
 from .answers import MAX_CHANNEL_NAME, stream_target
 from .broadcast import Broadcaster
 from .config import Config
+from .cors import CorsPolicy
 from .redis_address import RedisAddress
 from .routing import Offload, SseTarget
 from .routing.state import DEFAULT_WORKER_ID, Verifier
 from .stream import DEFAULT_MAX_QUEUED
+from .stream_auth import authorize
+from .tokens import TokenKey
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -44,6 +47,7 @@ class StreamPlan:
     address: RedisAddress
     channel: bytes
     last_event_id: str | None = None  # where a Redis Streams client resumes
+    expires: float | None = None  # the ``exp`` of an ``auth=jwt`` stream's token
 
 
 @dataclass
@@ -75,6 +79,10 @@ class Gateway:
     counts: Any = None
     #: ``${uwsgi[wid]}``: this process's worker number, from 1.
     worker_id: int = DEFAULT_WORKER_ID
+    #: ``--subscribe-key``: verifies the tokens of ``auth=jwt`` streams (stream_auth.py).
+    subscribe_key: TokenKey | None = None
+    #: ``--cors-origins``: the origins whose pages may read streams (cors.py).
+    cors: CorsPolicy | None = None
 
     @property
     def stats(self) -> collections.Counter[str]:
@@ -98,20 +106,29 @@ class Gateway:
         )
 
     def plan(
-        self, outcome: Offload, ip: str, last_event_id: str | None = None
+        self, outcome: Offload, ip: str, last_event_id: str | None = None,
+        vars: Mapping[str, str] | None = None,
     ) -> StreamPlan | tuple[SseTarget, str]:
         """Can ``outcome`` stream, for a client at ``ip``? A :class:`StreamPlan`, or
         ``(target, why)``: a reason of :func:`~sse_offload.answers.stream_target`, or
-        :data:`FULL`."""
+        :data:`FULL`, or an ``auth=jwt`` refusal (stream_auth.authorize) for the token in
+        the request's ``vars``."""
         target, address = stream_target(
             outcome, self.default_address, self.allowed_servers, self.max_channel_length
         )
         if not isinstance(address, RedisAddress):
             return target, str(address)
+        expires = None
+        if target.auth is not None:
+            now = self.streams.clock.seconds()
+            access = authorize(self.subscribe_key, target, vars or {}, now)
+            if isinstance(access, str):
+                return target, access
+            expires = access
         if not self.has_room(ip):
             return target, FULL
         channel = (target.channel or "").encode("utf-8", "surrogateescape")
-        return StreamPlan(target, address, channel, last_event_id)
+        return StreamPlan(target, address, channel, last_event_id, expires)
 
     def stream_opened(self, ip: str) -> None:
         """Count a stream (``stream_closed`` uncounts it)."""

@@ -6,8 +6,8 @@ offload can stream, then call :func:`begin_stream` with a
 :class:`RequestOwner` around twisted.web's Request. What differs between them is only how
 the head is sent and how the end is heard, and that is the owner's.
 
-A stream that cannot start is answered here (:func:`refuse`): a 500, 400 or 403 with a log
-line, or, when the gateway is full, ``retry:`` for an EventSource and 503 for the rest.
+A stream that cannot start is answered here (:func:`refuse`): a 500, 400, 401 or 403 with
+a log line, or, when the gateway is full, ``retry:`` for an EventSource and 503 for the rest.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from .answers import (
     SSE_HEADERS,
     last_event_id,
 )
+from .cors_web import add_cors_headers, preflight
 from .gateway import FULL, Gateway, StreamPlan
 from .replies import plain, set_head, to_bytes
 from .routing import Offload, RequestState, SseTarget
 from .sse import Mode, retry_field
 from .stream import SSEStream, StreamOwner, peer_text
+from .stream_auth import FORBIDDEN, UNAUTHORIZED, expire_at, refuse_auth
 
 #: When the gateway is full: an EventSource is told to come back after 5 to 15 s (the
 #: browsers' own default retry is 3 s; spreading the comebacks avoids a thundering herd).
@@ -96,12 +98,21 @@ def begin_stream(
         if gateway.streams.join(plan.address, plan.channel, stream):  # the common case
             gateway.stream_opened(ip)
             stream.on_close = _Release(gateway, plan, stream, ip)
+            _expire_with_token(gateway, plan, stream)
         return stream
     leave = _join_all(gateway, plan, stream)
     if leave is not None:
         gateway.stream_opened(ip)
         stream.on_close = _ReleaseAll(gateway, ip, leave)
+        _expire_with_token(gateway, plan, stream)
     return stream
+
+
+def _expire_with_token(gateway: Gateway, plan: StreamPlan, stream: SSEStream) -> None:
+    """An ``auth=jwt`` stream whose token has ``exp`` ends then (after its release is set,
+    which the timer's cancel wraps)."""
+    if plan.expires is not None:
+        expire_at(gateway.streams.clock, stream, plan.expires)
 
 
 def _join_all(
@@ -186,6 +197,9 @@ def refuse(
     rule, stats = outcome.rule, gateway.stats
     if why == FULL:
         return _full(gateway, request)
+    if why.startswith((UNAUTHORIZED, FORBIDDEN)):
+        stats["requests_refused_token"] += 1
+        return refuse_auth(request, str(rule.pos), why)
     if why == NO_CHANNEL:
         _log.error(
             "{rule}: {mode} without a pubsub channel (no subscribe=) for {uri}",
@@ -249,11 +263,17 @@ def stream_request(
     this is the head to send; None: the request chain offloaded, the defaults go out.
     ``on_head`` arms the response side for the head about to be written.
     """
+    cors, origin = gateway.cors, state.vars.get("HTTP_ORIGIN")
+    if cors is not None and request.method == b"OPTIONS":
+        on_head()  # a preflight: answered before any token is asked for (it carries none)
+        return preflight(request, cors, origin)
     ip = str(getattr(request.getClientAddress(), "host", ""))
-    plan = gateway.plan(outcome, ip, last_event_id(state.vars))
+    plan = gateway.plan(outcome, ip, last_event_id(state.vars), state.vars)
     if not isinstance(plan, StreamPlan):
         target, why = plan
         on_head()
+        if cors is not None:  # so a page can tell a 401 from a network error
+            add_cors_headers(request, cors.headers(origin))
         return refuse(gateway, request, outcome, target, why)
     state.streaming = True
     if head is None:
@@ -261,6 +281,8 @@ def stream_request(
     else:
         set_head(request, *head)
     on_head()
+    if cors is not None:
+        add_cors_headers(request, cors.headers(origin))
     if request.method == b"HEAD":
         return b""  # HEAD gets the head and ends (docs/architecture.md, difference 7)
     begin_stream(gateway, RequestOwner(request), ip, outcome.mode, plan)

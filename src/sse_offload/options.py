@@ -24,10 +24,12 @@ from .backends.wsgi import DEFAULT_THREADS, AppSpec
 from .broadcast import DEFAULT_DRAIN, DEFAULT_KEEPALIVE
 from .channel import HEADER_DEADLINE
 from .config import Config
+from .cors import CorsError, CorsPolicy
 from .endpoints import admin_endpoint
 from .pubsub import DEFAULT_MAX_MESSAGE
 from .redis_address import DEFAULT_ADDRESS, AddressError, RedisAddress, parse_address
 from .stream import DEFAULT_MAX_PAUSED, DEFAULT_MAX_QUEUED
+from .tokens import TokenKey, TokenKeyError, parse_token_key
 
 
 class ConfigurationError(Exception):
@@ -134,6 +136,18 @@ class Options(usage.Options):
             "bytes or more) or @FILE holding a secret or a PEM public key (RS256/ES256).",
         ],
         [
+            "subscribe-key", None, None,
+            "The key the tokens of auth=jwt streams are verified with: an HS256 secret "
+            "(hs256:SECRET, 32 bytes or more) or @FILE holding a secret or a PEM public key "
+            "(RS256/ES256). Required when a rule says auth=jwt.",
+        ],
+        [
+            "cors-origins", None, None,
+            "Origins whose pages may read the streams (and the publish endpoint), "
+            "comma-separated: https://app.example,http://localhost:8000 (with credentials) "
+            "and/or * (every other origin, without credentials). [default: none]",
+        ],
+        [
             "processes", None, None,
             "Gateway worker processes sharing the listening sockets, each with its own "
             "Redis subscriptions and its own copy of the app (use one per core). [default: 1]",
@@ -182,6 +196,32 @@ class Settings:
     upstream: UpstreamSpec | None = None
     limits: Limits = field(default_factory=lambda: Limits())
     admin: str | None = None
+    access: StreamAccess = field(default_factory=lambda: StreamAccess())
+
+
+@dataclass(frozen=True)
+class StreamAccess:
+    """``--subscribe-key`` (the tokens of ``auth=jwt`` streams) and ``--cors-origins``
+    resolved, with the texts they came from, for ``--processes`` workers."""
+
+    key: TokenKey | None = None
+    cors: CorsPolicy | None = None
+    key_text: str | None = field(default=None, repr=False)  # may be the secret itself
+    cors_text: str | None = None
+
+    @classmethod
+    def parse(cls, key_text: str | None, cors_text: str | None) -> StreamAccess:
+        """Read the two option texts (None or empty: not set); ConfigurationError names a
+        bad one."""
+        try:
+            key = parse_token_key(key_text) if key_text else None
+        except TokenKeyError as e:
+            raise ConfigurationError(f"--subscribe-key: {e}") from None
+        try:
+            cors = CorsPolicy.parse(cors_text) if cors_text else None
+        except CorsError as e:
+            raise ConfigurationError(str(e)) from None
+        return cls(key, cors, key_text or None, cors_text or None)
 
 
 @dataclass(frozen=True)
@@ -271,9 +311,13 @@ def resolve_settings(options: Options, config: Config) -> Settings:
             f"both an in-process app ({app.describe()}) and --proxy {upstream.url}: choose one"
         )
     admin = admin_endpoint(options["admin"] or config.option("admin"))
+    access = StreamAccess.parse(
+        options["subscribe-key"] or config.option("subscribe-key"),
+        options["cors-origins"] or config.option("cors-origins"),
+    )
     return Settings(
         redis, embedded, redis_text is None, keepalive, processes, app, upstream,
-        resolve_limits(options, config), admin or None,
+        resolve_limits(options, config), admin or None, access,
     )
 
 

@@ -20,10 +20,12 @@ from .config import Config, RulesError, load_rules
 from .front import GatewaySite
 from .gateway import Gateway
 from .mirror import Mirror, MirrorError, parse_mirror
-from .options import ConfigurationError, Limits
+from .options import ConfigurationError, Limits, StreamAccess
 from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
+from .stream_auth import check_key
+from .tokens import TokenKey
 from .web import GatewayResource
 
 log = Logger()
@@ -68,25 +70,35 @@ GC_THRESHOLD_0 = 50_000
 #: Keys read only at start-up.
 RESTART_KEYS = (
     "listen", "http-socket", "redis", "mule", "processes", "wsgi", "wsgi-file", "module",
-    "callable", "proxy", "threads", "admin", "publish", "publish-key",
+    "callable", "proxy", "threads", "admin", "publish", "publish-key", "subscribe-key",
+    "cors-origins",
 )
 
 
 def apply_rules(gateway: Gateway, config: Config) -> None:
-    """Put ``config`` in force for new requests (servers: the default and the literal ones)."""
+    """Put ``config`` in force for new requests (servers: the default and the literal ones);
+    ConfigurationError, and nothing changed, when it cannot be (an ``auth=jwt`` rule and no
+    ``--subscribe-key``, a bad literal server)."""
+    check_key(config, gateway.subscribe_key)
     allowed = {gateway.default_address.key, *(a.key for a in literal_addresses(config))}
     gateway.config = config
     gateway.allowed_servers = allowed
 
 
-def reload_rules(path: str, gateway: Gateway | None) -> Config | None:
-    """SIGHUP's work in a serving process (``gateway``) or the master (None): read the rules
-    at ``path`` again and put them in force for new requests. A file with errors is reported
-    (file:line:col), the rules in force stay, and None is returned."""
+def reload_rules(
+    path: str, gateway: Gateway | None, subscribe_key: TokenKey | None = None
+) -> Config | None:
+    """SIGHUP's work in a serving process (``gateway``) or the master (None, checking the
+    rules against its ``subscribe_key``): read the rules at ``path`` again and put them in
+    force for new requests. A file with errors, or one the running options cannot serve
+    (``auth=jwt`` without a key), is reported, the rules in force stay, and None is
+    returned."""
     try:
         config = load_rules(path)
         if gateway is not None:
             apply_rules(gateway, config)
+        else:
+            check_key(config, subscribe_key)
     except (RulesError, ConfigurationError) as e:
         log.error("reload: {path} not applied, the rules in force stay:\n{error}",
                   path=path, error=str(e))
@@ -165,12 +177,17 @@ def build_gateway(
     implicit_default: bool = False,
     backend: Backend | None = None,
     limits: Limits | None = None,
+    access: StreamAccess | None = None,
 ) -> GatewayParts:
     """Hub, gateway and site for ``config``; streams may use the default and literal servers.
 
-    ``backend`` (an in-process app or an upstream) serves what no rule answers.
+    ``backend`` (an in-process app or an upstream) serves what no rule answers; ``access``
+    holds the key of ``auth=jwt`` streams and the CORS origins. ConfigurationError when
+    ``config`` cannot be served with them (check_key).
     """
     limits = limits or Limits()
+    access = access or StreamAccess()
+    check_key(config, access.key)
     hub = Hub(
         reactor,  # type: ignore[arg-type]
         default_address,
@@ -185,6 +202,8 @@ def build_gateway(
         max_clients=limits.max_clients,
         max_clients_per_ip=limits.max_clients_per_ip,
         max_channel_length=limits.max_channel_length,
+        subscribe_key=access.key,
+        cors=access.cors,
     )
     gateway.allow([default_address, *literal_addresses(config)])
     streams.mirrors = build_mirrors(config, streams, default_address)
@@ -209,6 +228,8 @@ class GatewayService(service.MultiService):
         self.rules_path: str | None = None
         self.config: Config | None = None
         self.pool: service.IService | None = None  # --processes N
+        #: The key a reloaded file's ``auth=jwt`` rules are checked against (the master).
+        self.subscribe_key: TokenKey | None = None
 
     def reload(self) -> None:
         """SIGHUP: read the rules again; new requests follow them, open streams go on.
@@ -217,7 +238,9 @@ class GatewayService(service.MultiService):
         cannot change while running are reported as needing a restart.
         """
         assert self.rules_path is not None
-        config = reload_rules(self.rules_path, self.parts.gateway if self.parts else None)
+        config = reload_rules(
+            self.rules_path, self.parts.gateway if self.parts else None, self.subscribe_key
+        )
         if config is None:
             return
         if self.config is not None:

@@ -20,6 +20,7 @@ from .config import Config, RulesError, load_rules
 from .config.actions import OFFLOAD_ACTIONS
 from .config.loader import RESPONSE_SIDE_NOTE
 from .config.values import parse_kvlist
+from .cors_web import PublishCors
 from .endpoints import DEFAULT_LISTEN, http_socket_endpoint, with_backlog
 from .options import Options, Settings, resolve_settings
 from .processes.embedded_redis import EmbeddedRedis, EmbeddedRedisError
@@ -33,6 +34,7 @@ from .service import (
     build_gateway,
     literal_addresses,
 )
+from .stream_auth import check_key
 
 __all__ = ["Options", "makeService"]
 
@@ -95,6 +97,7 @@ def makeService(options: Options) -> service.MultiService:
     try:
         settings = resolve_settings(options, config)
         literal_addresses(config)
+        check_key(config, settings.access.key)
         publishing = resolve_publish(options, config, settings.limits)
     except ConfigurationError as e:
         _fail(str(e))
@@ -116,6 +119,7 @@ def makeService(options: Options) -> service.MultiService:
     root.redis_address = settings.redis
     root.rules_path = options["rules"]
     root.config = config
+    root.subscribe_key = settings.access.key
     if embedded is not None:
         root.add(embedded)
     if settings.processes > 1:
@@ -138,7 +142,7 @@ def makeService(options: Options) -> service.MultiService:
         backend = _backend(settings, reactor)  # each worker hosts its own with --processes
         parts = build_gateway(
             config, settings.redis, settings.keepalive, reactor, settings.implicit_default,
-            backend, settings.limits,
+            backend, settings.limits, settings.access,
         )
         if backend is not None:
             root.add(backend)  # before the listeners: its pool runs before a request comes
@@ -157,7 +161,11 @@ def makeService(options: Options) -> service.MultiService:
             add_status(site, parts.gateway, reactor)
             root.add(strports.service(settings.admin, site))
     if publishing is not None:  # once per gateway: the master with --processes N
-        publisher = PublishService(publishing, lambda: root.redis_address, reactor)
+        cors = settings.access.cors
+        publisher = PublishService(
+            publishing, lambda: root.redis_address, reactor,
+            PublishCors(cors) if cors is not None else None,
+        )
         root.add(publisher, after_redis=True)
     for spec in config.mules:
         root.add(Mule(spec.script, root.mule_environment, reactor), after_redis=True)

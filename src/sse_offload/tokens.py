@@ -8,8 +8,10 @@ confusion). Grants follow Mercure's shape under a claim of their own::
     {"sse": {"publish": ["news", "room.*"], "subscribe": ["*"]}, "exp": 1767225600}
 
 Each list holds channel names or :func:`fnmatch.fnmatchcase` patterns (``*`` is every
-channel). ``exp`` is optional; when present it is checked with :data:`LEEWAY` seconds of
-grace for clocks a little apart. ``aud`` and ``iss`` are not checked.
+channel); a stream's ``PSUBSCRIBE`` pattern needs a grant that matches every channel the
+pattern can (:meth:`Claims.may_psubscribe`). ``exp`` is optional; when present it is checked
+with :data:`LEEWAY` seconds of grace for clocks a little apart. ``aud`` and ``iss`` are not
+checked.
 """
 
 from __future__ import annotations
@@ -92,9 +94,111 @@ class Claims:
         """Whether the token grants subscribing to channel (or stream key) ``name``."""
         return _granted(self.subscribe, name)
 
+    def may_psubscribe(self, pattern: str) -> bool:
+        """Whether the token grants a Redis ``PSUBSCRIBE`` to ``pattern``: some grant
+        matches every channel the pattern can match. (Not the same text: ``[!a]`` excludes
+        ``a`` for fnmatch, and includes ``!`` and ``a`` for Redis.)"""
+        tokens = _redis_tokens(pattern)
+        return any(_covers(_grant_tokens(grant), tokens) for grant in self.subscribe)
+
 
 def _granted(patterns: tuple[str, ...], name: str) -> bool:
     return any(pattern == name or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+# A pattern is granted by what it can match, not by its text: fnmatch("news.*", "news.?")
+# is true because "?" matches the character "*", yet PSUBSCRIBE news.* delivers news.long,
+# which the grant news.? does not allow. So both are read as token lists, a grant's "*"
+# standing for any run of a pattern's tokens, its "?" for one token that is one character,
+# its "[...]" for one literal character of the set; a pattern's wildcards only ever match a
+# grant's wildcards. What this proves is a subset: it may refuse an exotic pattern that is
+# in fact covered, never grant one that is not.
+_ANY: Final = ("any", "")  # "*": any run of characters
+_ONE: Final = ("one", "")  # "?" or a class: one character
+
+
+def _literal(char: str) -> tuple[str, str]:
+    return ("lit", char)
+
+
+def _redis_tokens(pattern: str) -> list[tuple[str, str]]:
+    """A Redis glob as tokens: ``\\x`` is a literal x; ``[...]`` (to its ``]``, or to the
+    end when unclosed, as Redis reads it) is one character."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and i + 1 < len(pattern):
+            out.append(_literal(pattern[i + 1]))
+            i += 2
+            continue
+        if char == "[":
+            i += 1
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            out.append(_ONE)
+        elif char in "*?":
+            out.append(_ANY if char == "*" else _ONE)
+        else:
+            out.append(_literal(char))
+        i += 1
+    return out
+
+
+def _grant_tokens(grant: str) -> list[tuple[str, str]]:
+    """An fnmatch glob as tokens; a class keeps its text (an unclosed ``[`` is literal, as
+    fnmatch reads it)."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(grant):
+        char = grant[i]
+        if char == "[":
+            end = i + 1
+            if end < len(grant) and grant[end] == "!":
+                end += 1
+            if end < len(grant) and grant[end] == "]":
+                end += 1
+            end = grant.find("]", end)
+            if end >= 0:
+                out.append(("set", grant[i : end + 1]))
+                i = end + 1
+                continue
+        out.append(_ANY if char == "*" else _ONE if char == "?" else _literal(char))
+        i += 1
+    return out
+
+
+def _covers(grant: list[tuple[str, str]], pattern: list[tuple[str, str]]) -> bool:
+    """Does ``grant`` match every string ``pattern`` matches? The usual wildcard match with
+    backtracking to the last ``*``, on tokens."""
+    g = p = 0
+    star, mark = -1, 0
+    while p < len(pattern):
+        if g < len(grant) and grant[g] != _ANY and _one_covers(grant[g], pattern[p]):
+            g += 1
+            p += 1
+        elif g < len(grant) and grant[g] == _ANY:
+            star, mark = g, p
+            g += 1
+        elif star >= 0:
+            mark += 1
+            g, p = star + 1, mark
+        else:
+            return False
+    while g < len(grant) and grant[g] == _ANY:
+        g += 1
+    return g == len(grant)
+
+
+def _one_covers(grant: tuple[str, str], token: tuple[str, str]) -> bool:
+    kind, text = grant
+    if kind == "lit":
+        return token == grant
+    if kind == "one":
+        return token[0] in ("lit", "one")
+    if kind == "set":
+        return token[0] == "lit" and fnmatch.fnmatchcase(token[1], text)
+    return False
 
 
 def parse_token_key(text: str) -> TokenKey:

@@ -166,7 +166,7 @@ class GatewayResource(resource.Resource):
         self.response.emit_logs(state)
         if not isinstance(outcome, Offload) or self.response.needed(state):
             return False
-        plan = gateway.plan(outcome, ip, last_event_id(state.vars))
+        plan = gateway.plan(outcome, ip, last_event_id(state.vars), state.vars)
         if not isinstance(plan, StreamPlan):
             return False  # twisted.web answers why
         gateway.stats["requests_offload"] += 1

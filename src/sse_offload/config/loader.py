@@ -88,8 +88,8 @@ SERVICE_KEYS = frozenset(
         # limits and the admin listener
         "admin", "drain", "max-paused", "max-queued", "max-message-size", "redis-outage-limit",
         "max-clients", "max-clients-per-ip", "header-timeout", "max-channel-length",
-        # resume for PUBLISH publishers (mirror.py)
-        "mirror",
+        # resume for PUBLISH publishers (mirror.py); publishing over HTTP; stream access
+        "mirror", "publish", "publish-key", "subscribe-key", "cors-origins",
     }
 )
 #: Common uWSGI options that mean nothing to this gateway: kept silently, as uWSGI keeps

@@ -94,7 +94,7 @@ def parse_kvlist(text: str) -> dict[str, str]:
 #: The keys of an sse argument that uWSGI's plugin knows; ours (:data:`OWN_KEYS`) must be
 #: written in the rule itself, never come out of a request var (see parse_sse_arg).
 PLUGIN_KEYS = frozenset({"server", "subscribe", "buffer_size"})
-OWN_KEYS = frozenset({"gap", "psubscribe", "stream", "envelope", "reset", "history"})
+OWN_KEYS = frozenset({"gap", "psubscribe", "stream", "envelope", "reset", "history", "auth"})
 #: Keys whose value may list several names, ``;``-separated.
 LIST_KEYS = ("subscribe", "psubscribe", "stream")
 
@@ -123,6 +123,7 @@ class SseTarget:
     envelope: bool = False  # payloads are JSON envelopes (events.parse_envelope)
     reset: str = "reset"  # the event name when a Last-Event-ID cannot be resumed
     history: int = 0  # a fresh client of a Redis Stream first gets this many past entries
+    auth: str | None = None  # "jwt": the client needs a token granting every name
 
     def names(self) -> tuple[str, ...]:
         return self.channels + self.patterns + self.streams
@@ -136,7 +137,7 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
     with the plugin's keys ``server``, ``subscribe`` and ``buffer_size``, and ours:
     ``gap=event`` (a named ``gap`` event after a Redis outage instead of a comment),
     ``psubscribe`` (glob patterns), ``stream`` (Redis Streams, resumable),
-    ``envelope=json``, ``reset=NAME`` and ``history=N``.
+    ``envelope=json``, ``reset=NAME``, ``history=N`` and ``auth=jwt``.
 
     A value from a request var must not change what the rule asks for: our keys must be
     in the template, and a value is split on ``;`` into several names only when the
@@ -157,6 +158,12 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
     envelope = items.get("envelope", "")
     if envelope not in ("", "json"):
         raise TargetError(f"envelope={envelope}: the only envelope is json")
+    auth = items.get("auth") or None
+    if auth not in (None, "jwt"):
+        raise TargetError(f"auth={auth}: the only auth is jwt")
+    if items.get("auth") != written.get("auth"):
+        # A later "auth=" out of a var would win (the last key does) and drop the check.
+        raise TargetError("auth= must be what the rule writes; a request var changed it")
     history = items.get("history", "0")
     if not history.isdigit():
         raise TargetError(f"history={history}: not a whole number")
@@ -174,6 +181,7 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
         envelope == "json",
         items.get("reset") or "reset",
         int(history),
+        auth,
     )
 
 

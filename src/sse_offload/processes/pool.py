@@ -18,7 +18,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from twisted.application import service
@@ -33,7 +33,7 @@ from .counts import SharedCounts, create_block
 from .listeners import ListenError, ListenSpec, open_sockets, parse_listen, sockets_per_process
 from .mules import RESTART_DELAY_FACTOR, RESTART_DELAY_INITIAL, RESTART_DELAY_MAX
 from .mules import STABLE_RUN_SECONDS as STABLE_RUN
-from .worker_args import spec_argv
+from .worker_args import access_argv, access_env, spec_argv
 
 #: SIGTERM, then SIGKILL after this long: a worker closes its streams and exits at once.
 STOP_GRACE_SECONDS: Final = 10.0
@@ -52,10 +52,12 @@ class WorkerProcess(ChildProcessService):
         fds: dict[int, int],
         reactor: Any,
         on_exit: Callable[[int], None] = lambda index: None,
+        env: Callable[[], Mapping[str, str]] = lambda: os.environ,
     ) -> None:
         super().__init__(reactor)
         self.index = index
         self._argv = argv
+        self._env = env
         self._fds = fds
         self._on_exit = on_exit
         self._delay = RESTART_DELAY_INITIAL
@@ -81,7 +83,7 @@ class WorkerProcess(ChildProcessService):
         self._started_at = self._reactor.seconds()
         try:
             # stdin stays open: its end of file tells the worker this process is gone.
-            self._spawn_child(self._argv(), os.environ, extra_fds=self._fds, keep_stdin=True)
+            self._spawn_child(self._argv(), self._env(), extra_fds=self._fds, keep_stdin=True)
         except OSError as e:
             self.log.error("cannot start worker {index}: {error}", index=self.index, error=e)
             self._schedule_restart()
@@ -187,7 +189,8 @@ class WorkerPool(service.MultiService):
                 admin_socket = os.path.join(self.private_dir, f"worker-{index}.sock")
                 fd_args += ["--admin-socket", admin_socket]
             worker = WorkerProcess(
-                index, self._argv_for(index, fd_args), fds, self.reactor, self._worker_exited
+                index, self._argv_for(index, fd_args), fds, self.reactor, self._worker_exited,
+                self._worker_env,
             )
             worker.admin_socket = admin_socket
             worker.setServiceParent(self)  # started at once: the pool is running
@@ -197,6 +200,9 @@ class WorkerPool(service.MultiService):
         if self.counts is not None:
             self.counts.clear(index)
 
+    def _worker_env(self) -> Mapping[str, str]:
+        return {**os.environ, **access_env(self.settings.access)}
+
     def _argv_for(self, index: int, fd_args: list[str]) -> Callable[[], list[str]]:
         def argv() -> list[str]:
             s = self.settings
@@ -205,7 +211,7 @@ class WorkerPool(service.MultiService):
                 "--redis", self.root.redis_address.url, "--keepalive", str(s.keepalive),
                 "--index", str(index), "--workers", str(s.processes),
                 "--master-pid", str(os.getpid()), *fd_args,
-                *spec_argv(s.app, s.upstream, s.limits),
+                *spec_argv(s.app, s.upstream, s.limits), *access_argv(s.access),
             ]
             return [*args, "--implicit-default"] if s.implicit_default else args
 

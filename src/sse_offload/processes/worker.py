@@ -21,7 +21,7 @@ from ..backends.upstream import UpstreamSpec
 from ..backends.wsgi import AppSpec
 from ..config import RulesError, load_rules
 from .lifeline import MasterWatch
-from .worker_args import read_spec
+from .worker_args import SUBSCRIBE_KEY_ENV, read_access, read_spec
 
 log = Logger()
 
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--admin-socket", default=None)
     parser.add_argument("--app", default=None)
     parser.add_argument("--upstream", default=None)
+    parser.add_argument("--cors-origins", default=None)
     # The master's pid: the worker ends when it is gone (lifeline.py). Absent: never ends so.
     parser.add_argument("--master-pid", type=int, default=None)
     args = parser.parse_args(argv)
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         limits = read_spec(Limits, args.limits) or Limits()
+        access = read_access(args.cors_origins, os.environ)
+        os.environ.pop(SUBSCRIBE_KEY_ENV, None)  # not the app's business
         from ..backends import uwsgi_compat
 
         uwsgi_compat.set_worker(args.index + 1, args.workers)  # uwsgi.worker_id(), numproc
@@ -90,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         parts = build_gateway(
             config, parse_address(args.redis), args.keepalive, reactor, args.implicit_default,
-            backend, limits,
+            backend, limits, access,
         )
     except (ConfigurationError, AppError) as e:
         sys.stderr.write(f"{e}\n")

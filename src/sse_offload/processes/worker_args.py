@@ -1,20 +1,29 @@
-"""What the master resolved, as a worker's arguments: the app, the upstream and the limits.
+"""What the master resolved, as a worker's arguments: the app, the upstream, the limits and
+the stream access (``--subscribe-key``, ``--cors-origins``).
 
 The master of ``--processes N`` writes them (:func:`spec_argv`) and every worker reads them
 back (:func:`read_spec`), so every worker, a restarted one too, runs what the master was
 started with, whatever the rules file says by then. Here rather than in worker.py so the
 master's pool does not import the worker's program (and, through it, the whole gateway).
+
+The subscribe key goes in the worker's environment, not its arguments: any user of the
+machine can read a process's command line (``ps``), while its environment is readable by
+its owner only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
 
 from ..backends.upstream import UpstreamSpec
 from ..backends.wsgi import AppSpec
-from ..options import Limits
+from ..options import Limits, StreamAccess
+
+#: The environment variable a worker reads ``--subscribe-key``'s text from (and removes).
+SUBSCRIBE_KEY_ENV: Final = "SSE_OFFLOAD_SUBSCRIBE_KEY"
 
 _Spec = TypeVar("_Spec")
 
@@ -43,3 +52,19 @@ def read_spec(kind: type[_Spec], text: str | None) -> _Spec | None:
     if text is None:
         return None
     return kind(**{k: _tuples(v) for k, v in json.loads(text).items()})
+
+
+def access_argv(access: StreamAccess) -> list[str]:
+    """``--cors-origins`` for a worker, when the master has it (the key: :func:`access_env`)."""
+    return ["--cors-origins", access.cors_text] if access.cors_text else []
+
+
+def access_env(access: StreamAccess) -> dict[str, str]:
+    """The worker's environment entries for ``access``: the subscribe key's text."""
+    return {SUBSCRIBE_KEY_ENV: access.key_text} if access.key_text else {}
+
+
+def read_access(cors_text: str | None, environ: Mapping[str, str]) -> StreamAccess:
+    """The stream access :func:`access_argv` and :func:`access_env` passed; the key's text
+    is left in ``environ`` (the caller removes it). ConfigurationError for a bad one."""
+    return StreamAccess.parse(environ.get(SUBSCRIBE_KEY_ENV), cors_text)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from sse_offload.config.actions import ANSWERING_ACTIONS, OFFLOAD_ACTIONS, STOPPING_ACTIONS
 from sse_offload.config.model import Config, Diagnostic, Rule
 from sse_offload.config.regex_facts import group_may_be_empty, group_may_contain_equal
-from sse_offload.config.values import goto_target, parse_kvlist
+from sse_offload.config.values import LIST_KEYS, goto_target, parse_kvlist
 from sse_offload.routing.expand import Part, template_parts
 
 #: Request vars a client chooses: the request line and its headers (HTTP_*), as uWSGI
@@ -66,13 +66,15 @@ def _capture_source(rule: Rule) -> re.Pattern[str] | None:
 
 def _channel_parts(arg: str) -> tuple[list[Part], bool] | None:
     """The parts the channel of an offload argument is made of, and whether it is the
-    key=value form. None for a key=value list without ``subscribe`` (always a 500)."""
+    key=value form (the first of its names: ``subscribe``, ``psubscribe``, ``stream``, ...).
+    None for a key=value list that names nothing to listen to (always a 500)."""
     parts = template_parts(arg)
     if any(p.kind == "text" and "=" in p.value for p in parts):
-        subscribe = parse_kvlist(arg).get("subscribe")
-        if subscribe is None:
+        items = parse_kvlist(arg)
+        names = next((items[key] for key in LIST_KEYS if key in items), None)
+        if names is None:
             return None
-        return template_parts(subscribe), True
+        return template_parts(names), True
     return parts, False
 
 
@@ -137,7 +139,7 @@ def _check_offload(rule: Rule, earlier: Sequence[Rule], out: list[Diagnostic]) -
             _warning(
                 rule,
                 f"'{written}' has key=value items but no subscribe=: every request it "
-                "routes gets 500 (the sse action needs a channel)",
+                "routes gets 500 (the sse action needs a channel, a pattern or a stream key)",
             )
         )
         return

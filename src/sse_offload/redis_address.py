@@ -34,13 +34,15 @@ class AddressError(ValueError):
 class RedisAddress:
     """Where a Redis server is, and how to log in. ``key`` identifies a shared connection."""
 
-    kind: str  # "tcp", "tls" or "unix"
+    kind: str  # "tcp", "tls", "unix" or "cluster"
     host: str = ""
     port: int = 0
     path: str = ""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     db: int | None = None
+    #: ``redis-cluster://`` seed nodes, ``(host, port)``; ``path`` holds them as text.
+    seeds: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -50,6 +52,8 @@ class RedisAddress:
     def __str__(self) -> str:
         if self.kind == "unix":
             return self.path
+        if self.kind == "cluster":
+            return f"redis-cluster://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         prefix = "rediss://" if self.kind == "tls" else ""
         return f"{prefix}{host}:{self.port}"
@@ -63,6 +67,8 @@ class RedisAddress:
         if self.kind == "unix":
             query = f"?db={self.db}" if self.db is not None else ""
             return f"unix://{auth}{self.path}{query}"
+        if self.kind == "cluster":
+            return f"redis-cluster://{auth}{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         db = f"/{self.db}" if self.db is not None else ""
         scheme = "rediss" if self.kind == "tls" else "redis"
@@ -97,6 +103,8 @@ def parse_address(text: str) -> RedisAddress:
     if "\x00" in text[1:]:
         raise AddressError(f"NUL byte in Redis address {original!r}")
     lowered = text.lower()
+    if lowered.startswith("redis-cluster://"):
+        return _parse_cluster(text)
     if lowered.startswith(("redis://", "rediss://")):
         parts = urlsplit(text)
         if not parts.hostname:
@@ -150,3 +158,26 @@ def parse_address(text: str) -> RedisAddress:
     if text.startswith("@"):
         return RedisAddress(kind="unix", path="\0" + text[1:])
     return RedisAddress(kind="unix", path=os.path.abspath(text))
+
+
+def _parse_cluster(text: str) -> RedisAddress:
+    """``redis-cluster://[[user]:password@]h1:p1,h2:p2,...``: the seed nodes a cluster's
+    topology is first asked of (any one reachable is enough)."""
+    rest = text[len("redis-cluster://"):]
+    auth, at, hosts = rest.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    seeds = []
+    for seed in hosts.rstrip("/").split(","):
+        if not seed:
+            raise AddressError(f"empty seed node in Redis cluster address {text!r}")
+        node = parse_address(seed if ":" in seed else f"{seed}:{DEFAULT_PORT}")
+        if node.kind != "tcp":
+            raise AddressError(f"expected host:port seed nodes in {text!r}, got {seed!r}")
+        seeds.append((node.host.lower(), node.port))
+    shown = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in seeds)
+    return RedisAddress(kind="cluster", path=shown, username=username, password=password,
+                        seeds=tuple(seeds))

@@ -266,7 +266,7 @@ class ClusterConnection:
         the map's, then the seeds; nodes we lost last."""
         keys = [k for k, n in self.nodes.items() if n.protocol is not None]
         if self.topology is not None:
-            keys += [n.key for n in self.topology.nodes() if n.health != "failed"]
+            keys += [n.key for n in self.topology.nodes() if not n.failed]
         keys += list(self.address.seeds)
         return [k for k in dict.fromkeys(keys) if k not in self._down] + sorted(self._down)
 
@@ -333,7 +333,9 @@ class ClusterConnection:
                 if old.protocol is not None and (SHARDED, channel) not in self.waiting:
                     old.unsubscribe(channel, SHARDED)
             groups.setdefault((old_key, key), []).append(channel)
-        self._wait_for([(SHARDED, ch) for ch in moves])  # messages in between are lost
+        # Messages published between the old subscription and the new one are lost: a gap
+        # notice. A channel subscribed for the first time has missed nothing.
+        self._wait_for([(SHARDED, ch) for ch in moves if ch in self.holder])
         for (old_key, key), channels in groups.items():
             node = self._node(key)
             for channel in channels:
@@ -356,7 +358,7 @@ class ClusterConnection:
         if self.topology is None:
             return
         masters = [n.key for n in self.topology.masters()]
-        alive = {n.key for n in self.topology.nodes() if n.health != "failed"}
+        alive = {n.key for n in self.topology.nodes() if not n.failed}
         current = self.classic
         # A replica serves classic pub/sub as well as a master: no move while it is up.
         if current is not None and current in alive and current not in self._down:

@@ -67,12 +67,17 @@ class NodeInfo:
     host: str
     port: int
     role: str = "master"  # "master" or "replica"
-    health: str = "online"  # "online", "failed", "loading" ("online" when SLOTS said it)
+    health: str = "online"  # "online", "fail(ed)", "loading" ("online" when SLOTS said it)
     node_id: str = ""
 
     @property
     def key(self) -> NodeKey:
         return (self.host, self.port)
+
+    @property
+    def failed(self) -> bool:
+        """Has the cluster marked it failed? (Redis 7.0 says ``fail``, the docs ``failed``.)"""
+        return self.health in ("fail", "failed")
 
     def __str__(self) -> str:
         return node_text(self.key)

@@ -11,7 +11,9 @@ Accepted forms, the original plugin's first:
 - a unix socket path (anything without ``:``, as uWSGI reads it), ``@name`` for the Linux
   abstract namespace;
 - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS, certificates
-  verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``.
+  verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``;
+- ``redis-cluster://[[user]:password@]host:port,host:port,...``: a Redis Cluster, by some
+  of its nodes (cluster.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: The original plugin's default server, when an action names none.
 DEFAULT_ADDRESS: Final = "127.0.0.1:6379"
@@ -68,6 +70,8 @@ class RedisAddress:
             query = f"?db={self.db}" if self.db is not None else ""
             return f"unix://{auth}{self.path}{query}"
         if self.kind == "cluster":
+            if self.password is not None:  # a "," or "@" in it must not end the userinfo
+                auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
             return f"redis-cluster://{auth}{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         db = f"/{self.db}" if self.db is not None else ""
@@ -162,7 +166,8 @@ def parse_address(text: str) -> RedisAddress:
 
 def _parse_cluster(text: str) -> RedisAddress:
     """``redis-cluster://[[user]:password@]h1:p1,h2:p2,...``: the seed nodes a cluster's
-    topology is first asked of (any one reachable is enough)."""
+    slot map is first asked of (any one reachable is enough; the map names the others).
+    No db (a cluster has only db 0) and no query string."""
     rest = text[len("redis-cluster://"):]
     auth, at, hosts = rest.rpartition("@")
     username = password = None
@@ -170,14 +175,21 @@ def _parse_cluster(text: str) -> RedisAddress:
         user, colon, secret = auth.partition(":")
         username = unquote(user) or None
         password = unquote(secret) if colon else None
-    seeds = []
-    for seed in hosts.rstrip("/").split(","):
+    hosts = hosts.removesuffix("/")
+    if any(c in hosts for c in "/?#"):
+        raise AddressError(
+            f"a Redis Cluster address is redis-cluster://[[user]:password@]host:port,... "
+            f"with no db or options, got {text!r}"
+        )
+    seeds: dict[tuple[str, int], None] = {}
+    for seed in hosts.split(","):
         if not seed:
-            raise AddressError(f"empty seed node in Redis cluster address {text!r}")
-        node = parse_address(seed if ":" in seed else f"{seed}:{DEFAULT_PORT}")
-        if node.kind != "tcp":
+            raise AddressError(f"empty seed node in Redis Cluster address {text!r}")
+        bare = seed.startswith("[") and seed.endswith("]") or ":" not in seed
+        node = parse_address(f"{seed}:{DEFAULT_PORT}" if bare else seed)
+        if node.kind != "tcp" or not node.host:
             raise AddressError(f"expected host:port seed nodes in {text!r}, got {seed!r}")
-        seeds.append((node.host.lower(), node.port))
+        seeds[(node.host.lower(), node.port)] = None
     shown = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in seeds)
     return RedisAddress(kind="cluster", path=shown, username=username, password=password,
                         seeds=tuple(seeds))

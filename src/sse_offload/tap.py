@@ -31,6 +31,7 @@ from .service import (
     GatewayService,
     build_backend,
     build_gateway,
+    check_cluster_use,
     literal_addresses,
 )
 
@@ -95,6 +96,7 @@ def makeService(options: Options) -> service.MultiService:
     try:
         settings = resolve_settings(options, config)
         literal_addresses(config)
+        check_cluster_use(config, settings.redis)
         publishing = resolve_publish(options, config, settings.limits)
     except ConfigurationError as e:
         _fail(str(e))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from sse_offload.config.actions import ANSWERING_ACTIONS, OFFLOAD_ACTIONS, STOPPING_ACTIONS
 from sse_offload.config.model import Config, Diagnostic, Rule
 from sse_offload.config.regex_facts import group_may_be_empty, group_may_contain_equal
-from sse_offload.config.values import goto_target, parse_kvlist
+from sse_offload.config.values import LIST_KEYS, goto_target, parse_kvlist
 from sse_offload.routing.expand import Part, template_parts
 
 #: Request vars a client chooses: the request line and its headers (HTTP_*), as uWSGI
@@ -65,14 +65,16 @@ def _capture_source(rule: Rule) -> re.Pattern[str] | None:
 
 
 def _channel_parts(arg: str) -> tuple[list[Part], bool] | None:
-    """The parts the channel of an offload argument is made of, and whether it is the
-    key=value form. None for a key=value list without ``subscribe`` (always a 500)."""
+    """The parts the channel of an offload argument is made of (its first source:
+    ``subscribe``, ``psubscribe``, ``ssubscribe`` or ``stream``), and whether it is the
+    key=value form. None for a key=value list with none of them (always a 500)."""
     parts = template_parts(arg)
     if any(p.kind == "text" and "=" in p.value for p in parts):
-        subscribe = parse_kvlist(arg).get("subscribe")
-        if subscribe is None:
+        items = parse_kvlist(arg)
+        source = next((items[key] for key in LIST_KEYS if key in items), None)
+        if source is None:
             return None
-        return template_parts(subscribe), True
+        return template_parts(source), True
     return parts, False
 
 

@@ -185,7 +185,7 @@ def _parse_cluster(text: str) -> RedisAddress:
     for seed in hosts.split(","):
         if not seed:
             raise AddressError(f"empty seed node in Redis Cluster address {text!r}")
-        bare = seed.startswith("[") and seed.endswith("]") or ":" not in seed
+        bare = (seed.startswith("[") and seed.endswith("]")) or ":" not in seed
         node = parse_address(f"{seed}:{DEFAULT_PORT}" if bare else seed)
         if node.kind != "tcp" or not node.host:
             raise AddressError(f"expected host:port seed nodes in {text!r}, got {seed!r}")

@@ -213,6 +213,8 @@ class ClusterConnection:
         self.connections_made += 1
         self._down.discard(key)
         self.waiting.resume(self._held(node), f"node {node_text(key)}")
+        if self.settled():
+            self.refresher.settled()
 
     def node_lost(self, node: Any) -> None:
         """A node connection is lost (or could not be made): its channels wait, and the

@@ -50,6 +50,7 @@ class Waiting:
         self.since: dict[Item, float] = {}
         #: A channel waited past the outage limit; cleared once none waits.
         self.expired = False
+        self._closed: set[Item] = set()  # waited past the limit: their streams were closed
         self._call: IDelayedCall | None = None
 
     def __contains__(self, item: Item) -> bool:
@@ -71,12 +72,13 @@ class Waiting:
         now = self.hub.clock.seconds()
         for item in items:
             self.since.setdefault(item, now)
-        if self.since and self._call is None and self.hub.outage_limit is not None:
-            self._arm(self.oldest())
+        if self._call is None:
+            self._arm()
 
     def forget(self, item: Item) -> None:
         """A channel nobody listens to any more."""
         self.since.pop(item, None)
+        self._closed.discard(item)
         self._settled()
 
     def resume(self, items: list[Item], where: str) -> None:
@@ -85,6 +87,7 @@ class Waiting:
         if not items:
             return
         began = min(self.since.pop(item) for item in items)
+        self._closed.difference_update(items)
         self.hub.stats["redis_reconnects"] += 1
         self.hub.events.redis_back(
             Affected(f"{self.name} ({where}, {len(items)} channel(s))", self._subs(items)),
@@ -105,11 +108,13 @@ class Waiting:
         found = (self.holder.subscriptions(kind).get(name) for kind, name in items)
         return [sub for sub in found if sub is not None]
 
-    def _arm(self, oldest: float | None) -> None:
+    def _arm(self) -> None:
+        """The timer for the oldest wait whose streams are still open."""
         limit = self.hub.outage_limit
-        if limit is None or oldest is None:
+        open_since = [t for item, t in self.since.items() if item not in self._closed]
+        if limit is None or not open_since:
             return
-        delay = max(0.0, oldest + limit - self.hub.clock.seconds())
+        delay = max(0.0, min(open_since) + limit - self.hub.clock.seconds())
         self._call = self.hub.clock.callLater(delay, self._expire)
 
     def _expire(self) -> None:
@@ -119,11 +124,12 @@ class Waiting:
         limit = self.hub.outage_limit
         assert limit is not None
         cutoff = self.hub.clock.seconds() - limit
-        expired = [item for item, since in self.since.items() if since <= cutoff]
+        expired = [item for item, since in self.since.items()
+                   if since <= cutoff and item not in self._closed]
         self.expired = True
+        self._closed.update(expired)
         subs = self._subs(expired)
         if subs:
             self.hub.events.redis_expired(Affected(f"{self.name} ({len(subs)} channel(s))", subs))
-        later = [since for since in self.since.values() if since > cutoff]
-        if later and self._call is None:
-            self._arm(min(later))
+        if self._call is None:
+            self._arm()

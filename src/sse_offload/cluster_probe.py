@@ -206,6 +206,12 @@ class MapRefresher:
         d.addCallbacks(self._fetched, self._failed)
         d.addErrback(lambda f: log.failure("cluster map of {c}", f, c=self.address))
 
+    def settled(self) -> None:
+        """Nothing waits any more: no poll, and the backoff starts again from its first
+        step next time."""
+        cancel(self._poll)
+        self._poll, self._attempt = None, 0
+
     def later(self) -> None:
         """Ask again after the backoff, unless a request is already due."""
         if self._running and self._poll is None and self._fetching is None:

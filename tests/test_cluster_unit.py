@@ -379,7 +379,8 @@ def test_a_moved_answer_moves_the_slot_channels_to_the_named_node(fetches) -> No
     cluster.add(IN_A, "s1", SHARDED)
     node_a = cluster.nodes[A]
     node_a.connect()
-    node_a.owner.node_error(node_a, txredisapi.ResponseError(f"MOVED {keyslot(IN_A)} 10.0.0.3:7000"))
+    moved = txredisapi.ResponseError(f"MOVED {keyslot(IN_A)} 10.0.0.3:7000")
+    node_a.owner.node_error(node_a, moved)
     assert cluster.holder[IN_A] == C and IN_A not in node_a.sharded
     assert ("unsub", SHARDED, IN_A) not in node_a.written  # Redis never subscribed it there
     assert len(fetches) == 1  # the map is asked for again

@@ -145,7 +145,6 @@ def fetch_topology(
                 topology = await _Attempt(reactor, clock, node_address(cluster, key)).done
             except ClusterUnreachable as e:
                 errors.append(e)
-                log.debug("cluster map from {node}: {why}", node=node_text(key), why=e)
                 continue
             return topology, key
         why = "; ".join(f"{node_text(k)}: {e}" for k, e in zip(candidates, errors, strict=True))
@@ -200,7 +199,6 @@ class MapRefresher:
             return
         cancel(self._poll)
         self._poll, self._again = None, False
-        log.debug("asking {cluster} for its slot map ({why})", cluster=self.address, why=why)
         d = fetch_topology(self.reactor, self.clock, self.address, self.owner.candidates())
         self._fetching = d
         d.addCallbacks(self._fetched, self._failed)

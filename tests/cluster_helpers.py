@@ -46,7 +46,7 @@ def redis7_binaries() -> tuple[str, str] | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)
 class ClusterNode:
     """One node: its redis-server, and the cluster's view of it (refreshed by ``roles``)."""
 

@@ -64,6 +64,7 @@ class ClusterConnection:
         #: Every sharded channel, and the node each one is subscribed at (or waits for).
         self.sharded: dict[bytes, Subscription] = {}
         self.holder: dict[bytes, NodeKey] = {}
+        self._slots: dict[bytes, int] = {}
         self.nodes: dict[NodeKey, NodeConnection] = {}
         self.classic: NodeKey | None = None
         self.topology: Topology | None = None
@@ -87,7 +88,7 @@ class ClusterConnection:
             self.refresher.start()
             for node in self.nodes.values():
                 node.start()
-            self.refresh("start")
+            self.refresher.refresh("start")
 
     def stop(self) -> defer.Deferred[None]:
         """Close every node connection; nothing is retried after."""
@@ -100,9 +101,8 @@ class ClusterConnection:
     # --- channels -----------------------------------------------------------------------
     def subscriptions(self, kind: str) -> dict[bytes, Subscription]:
         """What the cluster holds of ``kind``, by name."""
-        if kind == CHANNEL:
-            return self.channels
-        return self.patterns if kind == PATTERN else self.sharded
+        return self.channels if kind == CHANNEL else self.patterns if kind == PATTERN else (
+            self.sharded)
 
     def add(self, channel: bytes, listener: object, kind: str = CHANNEL) -> bool:
         """``listener`` joins ``channel`` of ``kind``; the first one subscribes it where it
@@ -129,6 +129,7 @@ class ClusterConnection:
         del subs[channel]
         self.waiting.forget((kind, channel))
         if kind == SHARDED:
+            self._slots.pop(channel, None)
             key = self.holder.pop(channel, None)
             node = self.nodes.get(key) if key is not None else None
             if node is not None:
@@ -146,7 +147,10 @@ class ClusterConnection:
 
     def owner(self, channel: bytes) -> NodeKey | None:
         """The master of ``channel``'s slot, as the map says (None: no map, or no owner)."""
-        return self.topology.owner(keyslot(channel)) if self.topology is not None else None
+        if self.topology is None:
+            return None
+        slot = self._slots.get(channel)  # computed once per channel: a map visits them all
+        return self.topology.owner(keyslot(channel) if slot is None else slot)
 
     def _place(self, kind: str, channel: bytes) -> None:
         """Subscribe a new channel where it belongs, or let it wait for the map."""
@@ -156,6 +160,7 @@ class ClusterConnection:
             else:
                 self._wait_for([(kind, channel)], only_if_down=True)
             return
+        self._slots[channel] = keyslot(channel)
         key = self.owner(channel)
         if key is None:
             self._wait_for([(kind, channel)], only_if_down=True)
@@ -227,7 +232,7 @@ class ClusterConnection:
         self._wait_for(held)
         self.log.warn("{line}", line=f"redis cluster {self}: node {node_text(key)} is "
                       f"unreachable; {len(held)} channel(s) wait, asking for the slot map")
-        self.refresh("node lost")
+        self.refresher.refresh("node lost")
 
     def node_dropped(self, node: Any, channel: bytes) -> None:
         """A node dropped a sharded channel we hold there: its slot moved."""
@@ -236,7 +241,7 @@ class ClusterConnection:
                       f"dropped sharded channel {show_channel(channel)} (slot {slot}); "
                       "asking for the slot map")
         self._wait_for([(SHARDED, channel)])
-        self.refresh("channel dropped")
+        self.refresher.refresh("channel dropped")
 
     def node_error(self, node: Any, error: Exception) -> None:
         """A node refused a command: a MOVED or ASK moves the slot's channels; any other
@@ -246,23 +251,19 @@ class ClusterConnection:
         if redirect is None:
             self.log.error("{line}", line=f"redis cluster {self}: node {node_text(key)} "
                            f"answered with an error: {error}")
-            self.refresh("error")
+            self.refresher.refresh("error")
             return
-        moving = [ch for ch in node.sharded if keyslot(ch) == redirect.slot]
+        moving = [ch for ch in node.sharded if self._slots.get(ch) == redirect.slot]
         self._wait_for([(SHARDED, ch) for ch in moving])
         if redirect.kind == "MOVED" and self.topology is not None:
             self.topology.moved(redirect.slot, redirect.node)
             self._relocate(dict.fromkeys(moving, redirect.node), f"MOVED from {node_text(key)}")
-            self.refresh("MOVED")
+            self.refresher.refresh("MOVED")
         else:
             # ASK: the slot is being migrated; ask again once it may be done, not at once
             self.refresher.later()
 
-    # --- the map --------------------------------------------------------------------------
-    def refresh(self, why: str) -> None:
-        """Ask a node for the slot map now (cluster_probe.MapRefresher)."""
-        self.refresher.refresh(why)
-
+    # --- the map (cluster_probe.MapRefresher asks for it) ---------------------------------
     def candidates(self) -> list[NodeKey]:
         """Nodes to ask for the map, the likeliest to answer first: connected ones, then
         the map's, then the seeds; nodes we lost last."""
@@ -417,8 +418,7 @@ class ClusterConnection:
 
     def describe(self) -> dict[str, Any]:
         """The cluster's state for a status page: address, connection, channels, nodes."""
-        waiting_since = self.waiting.oldest()
-        down = self._unreachable_since if waiting_since is None else waiting_since
+        down = self.waiting.oldest()
         topology_nodes = self.topology.nodes() if self.topology is not None else []
         keys = dict.fromkeys([n.key for n in topology_nodes] + list(self.nodes))
         roles = {n.key: n for n in topology_nodes}
@@ -426,7 +426,7 @@ class ClusterConnection:
             "address": str(self.address),
             "kind": "cluster",
             "connected": self.connected,
-            "down_since": down,
+            "down_since": self._unreachable_since if down is None else down,
             "expired": self.waiting.expired,
             "channels": len(self.channels) + len(self.sharded),
             "sharded_channels": len(self.sharded),

@@ -18,9 +18,14 @@ import pytest
 
 from cluster_helpers import RedisCluster, redis7_binaries
 from gateway_helpers import GatewayProcess
-from redis_helpers import RedisServer, free_port, wait_for
+from redis_helpers import RedisServer, free_port, http_get, wait_for, wait_for_http
 from sse_client import SSEClient
+from sse_offload.answers import CLUSTER_STREAMS, stream_target
 from sse_offload.cluster_topology import keyslot
+from sse_offload.config import load_rules
+from sse_offload.explain import explain
+from sse_offload.redis_address import parse_address
+from sse_offload.service import GatewayService, check_cluster_use, literal_addresses
 
 RULES = """\
 [uwsgi]
@@ -34,13 +39,15 @@ SECRET = "cluster-publish-secret-" + "x" * 32
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, redis_cluster: RedisCluster):
     """One gateway on the module's cluster, with the publish endpoint."""
-    publish_port = free_port()
+    publish_port, admin_port = free_port(), free_port()
     gw = GatewayProcess(
         tmp_path_factory.mktemp("gwc"), RULES, redis=redis_cluster.seeds(),
-        args=("--keepalive", "0", "--publish", str(publish_port), "--publish-key", SECRET),
+        args=("--keepalive", "0", "--publish", str(publish_port), "--publish-key", SECRET,
+              "--admin", str(admin_port)),
     )
     gw.start()
     gw.publish_port = publish_port  # type: ignore[attr-defined]
+    gw.admin_port = admin_port  # type: ignore[attr-defined]
     yield gw
     gw.stop()
 
@@ -97,9 +104,18 @@ def test_sharded_and_classic_channels_reach_their_streams(
     redis_cluster.publish("delta", "d")  # the pattern del*
     assert sorted(both.read_events(4)) == ["a", "b", "d", "g"]
     assert "news" not in sharded.body.decode() and sharded.events() == ["s1"]
+    admin = f"http://127.0.0.1:{gateway.admin_port}"  # type: ignore[attr-defined]
+    wait_for_http(f"{admin}/health", lambda status, body: status == 200, what="ready")
+    _, metrics = http_get(f"{admin}/metrics")
+    server = redis_cluster.seeds().replace("redis-cluster://", "")
+    assert f'sse_offload_redis_connected{{server="redis-cluster://{server}"}} 1.0' in (
+        metrics.decode())
+    assert f'sse_offload_channels{{server="redis-cluster://{server}"}} 5.0' in metrics.decode()
     for client in (sharded, classic, both):
         client.close()
     wait_subscribed(redis_cluster, "news", 0)
+    # our own SUNSUBSCRIBE's answer is not taken for Redis dropping the channel
+    assert "dropped sharded channel news " not in gateway.log()
 
 
 def _migrate(cluster: RedisCluster, slot: int, source, target) -> None:
@@ -228,6 +244,49 @@ def test_ssubscribe_on_a_standalone_redis_7(gateway_factory, tmp_path: Path) -> 
         redis.close()
     finally:
         server.stop()
+
+
+def test_workers_of_one_gateway_each_subscribe_through_the_cluster(
+    gateway_factory, redis_cluster: RedisCluster
+) -> None:
+    gw = gateway_factory(RULES, redis=redis_cluster.seeds(), args=("--processes", "2"))
+    gw.start()
+    clients = [stream(gw, "/s/workers") for _ in range(8)]  # spread over both workers
+    wait_for(lambda: redis_cluster.shard_numsub("workers") == 2, timeout=20,
+             what="one subscription per worker")
+    redis_cluster.spublish("workers", "w")
+    for client in clients:
+        assert client.read_events(1) == ["w"]
+        client.close()
+
+
+def test_mules_get_a_node_and_the_cluster() -> None:
+    root = GatewayService(None)
+    root.redis_address = parse_address("redis-cluster://u:p%2Cw@10.0.0.1:7000,10.0.0.2:7000")
+    assert root.mule_environment() == {
+        "REDIS_URL": "redis://u:p,w@10.0.0.1:7000",
+        "REDIS_SERVER": "10.0.0.1:7000",
+        "REDIS_CLUSTER": "redis-cluster://u:p%2Cw@10.0.0.1:7000,10.0.0.2:7000",
+    }
+
+
+def test_a_stream_on_an_expanded_cluster_server_is_refused_at_request_time(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.ini"
+    rules.write_text(
+        "[uwsgi]\n"
+        "route = ^/lit$ sse:server=redis-cluster://10.0.0.1:7000,subscribe=x\n"
+        "route = ^/s/(.*)$ sse:server=redis-cluster://$1,stream=feed\n"
+    )
+    config = load_rules(str(rules))
+    default = parse_address("127.0.0.1:6379")
+    check_cluster_use(config, default)  # start-up cannot tell where $1 points
+    result = explain(config, "GET /s/10.0.0.1:7000")
+    assert result.offload is not None
+    allowed = {a.key for a in literal_addresses(config)}
+    assert stream_target(result.offload, default, allowed)[1] == CLUSTER_STREAMS
+    assert f"refused ({CLUSTER_STREAMS}): the gateway answers 500" in result.lines[-1]
 
 
 def test_an_unreachable_cluster_behaves_like_an_unreachable_redis(gateway_factory) -> None:

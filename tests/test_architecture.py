@@ -28,6 +28,7 @@ MAX_MODULE_LINES = 450
 HUB_MODULES = {
     "sse_offload.pubsub", "sse_offload.hub_types", "sse_offload.cluster",
     "sse_offload.cluster_outages", "sse_offload.cluster_probe", "sse_offload.cluster_topology",
+    "sse_offload.cluster_state", "sse_offload.cluster_commands",
 }
 #: What the hub's modules may import from the package: each other, Redis addresses and
 #: connections, timers. Nothing that knows HTTP, streams, rules or processes.

@@ -344,6 +344,7 @@ def fetches(monkeypatch: pytest.MonkeyPatch) -> list[defer.Deferred]:
 def make_cluster(hub: FakeHub) -> ClusterConnection:
     address = parse_address("redis-cluster://10.0.0.1:7000,10.0.0.2:7000")
     cluster = ClusterConnection(hub, address, FakeNode)  # type: ignore[arg-type]
+    cluster.choose = lambda keys: keys[0]  # the first master, not one at random
     cluster.start()
     return cluster
 

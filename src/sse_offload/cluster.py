@@ -25,6 +25,7 @@ outage limit applies to channels that wait too long.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from twisted.python.failure import Failure
 
 from .cluster_outages import Waiting
 from .cluster_probe import MapRefresher, NotACluster, node_address
+from .cluster_state import describe
 from .cluster_topology import NodeKey, Topology, keyslot, node_text, parse_redirect
 from .hub_types import HubContext, NodeConnection, NodeOwner, Subscription, show_channel
 from .redis_address import RedisAddress
@@ -73,9 +75,14 @@ class ClusterConnection:
         #: subscribed again, and is closed past the hub's outage limit.
         self.waiting = Waiting(hub, self, str(address))
         self._down: set[NodeKey] = set()  # node connections lost and not made again
-        self._unreachable_since: float | None = None  # no node gave a map since then
+        #: No node has given a map since then (None: one has, the last time we asked).
+        self.unreachable_since: float | None = None
         self._running = False
         self.refresher = MapRefresher(self, hub.reactor, hub.clock, address)
+        #: Picks the node for classic channels: at random, so that the processes of the
+        #: gateways spread their classic subscriptions (and Redis's work for each PUBLISH)
+        #: over the masters.
+        self.choose: Callable[[list[NodeKey]], NodeKey] = random.choice
 
     def __str__(self) -> str:
         return str(self.address)
@@ -275,7 +282,7 @@ class ClusterConnection:
 
     def map_fetched(self, topology: Topology, asked: NodeKey) -> None:
         """A node gave the map: put it in force."""
-        self._unreachable_since = None
+        self.unreachable_since = None
         old, self.topology = self.topology, topology
         if old is None or old.summary() != topology.summary():
             self.log.info("{line}", line=f"redis cluster {self}: slot map from "
@@ -287,8 +294,8 @@ class ClusterConnection:
 
     def map_failed(self, failure: Failure) -> None:
         """No node gave the map: every channel not subscribed at a connected node waits."""
-        if self._unreachable_since is None:
-            self._unreachable_since = self.hub.clock.seconds()
+        if self.unreachable_since is None:
+            self.unreachable_since = self.hub.clock.seconds()
             hint = " (is it a cluster? a standalone Redis takes redis://)" if failure.check(
                 NotACluster) else ""
             self.log.warn("{line}", line=f"redis cluster {self}: no node gave the slot map "
@@ -366,12 +373,12 @@ class ClusterConnection:
         # A replica serves classic pub/sub as well as a master: no move while it is up.
         if current is not None and current in alive and current not in self._down:
             return
-        usable = [k for k in masters if k not in self._down]
+        usable = [k for k in masters if k not in self._down and k != current]
         connected = [k for k in usable if k in self.nodes and self.nodes[k].protocol]
-        choices = connected or usable
-        if not choices or choices[0] == current:
+        if not usable:
             return
-        choice = choices[0]
+        # A move prefers a node we are connected to already.
+        choice = self.choose((connected if current is not None else []) or usable)
         if current is not None:
             old = self.nodes[current]
             if old.protocol is not None:
@@ -397,7 +404,7 @@ class ClusterConnection:
     def _wait_for(self, items: Iterable[tuple[str, bytes]], only_if_down: bool = False) -> None:
         """These channels have no subscription from now (``only_if_down``: only while the
         cluster is in an outage, as a new stream waits during one)."""
-        if not only_if_down or self.waiting or self._unreachable_since is not None:
+        if not only_if_down or self.waiting or self.unreachable_since is not None:
             self.waiting.add(items)
 
     # --- state ----------------------------------------------------------------------------
@@ -417,33 +424,5 @@ class ClusterConnection:
         return next((n.protocol for n in self.nodes.values()), True)
 
     def describe(self) -> dict[str, Any]:
-        """The cluster's state for a status page: address, connection, channels, nodes."""
-        down = self.waiting.oldest()
-        topology_nodes = self.topology.nodes() if self.topology is not None else []
-        keys = dict.fromkeys([n.key for n in topology_nodes] + list(self.nodes))
-        roles = {n.key: n for n in topology_nodes}
-        return {
-            "address": str(self.address),
-            "kind": "cluster",
-            "connected": self.connected,
-            "down_since": self._unreachable_since if down is None else down,
-            "expired": self.waiting.expired,
-            "channels": len(self.channels) + len(self.sharded),
-            "sharded_channels": len(self.sharded),
-            "patterns": len(self.patterns),
-            "waiting": len(self.waiting),
-            "connections_made": self.connections_made,
-            "slots_served": self.topology.covered() if self.topology is not None else 0,
-            "nodes": [
-                {
-                    "address": node_text(key),
-                    "role": roles[key].role if key in roles else "?",
-                    "health": roles[key].health if key in roles else "?",
-                    "held": key in self.nodes,
-                    "connected": key in self.nodes and self.nodes[key].protocol is not None,
-                    "sharded_channels": len(self.nodes[key].sharded) if key in self.nodes else 0,
-                    "classic": key == self.classic,
-                }
-                for key in keys
-            ],
-        }
+        """The cluster's state for a status page (cluster_state.describe)."""
+        return describe(self)

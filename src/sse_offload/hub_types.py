@@ -2,9 +2,9 @@
 
 The hub (pubsub.py, cluster.py) holds, per subscribed channel, a :class:`Subscription` the
 stream layer made, and tells the stream layer of outages through :class:`HubEvents`; it
-never imports the stream layer. :class:`HubServer` is what every server object of the hub
-offers, a single Redis (``pubsub.RedisServerConnection``) or a Redis Cluster
-(``cluster.ClusterConnection``), so that the stream layer and the front need not know which.
+never imports the stream layer. The rest is what a Redis Cluster (cluster.py) and the
+connections to its nodes (``pubsub.RedisServerConnection``) know of each other and of the
+hub, so that cluster.py need not import pubsub.py, which holds it.
 """
 
 from __future__ import annotations
@@ -50,20 +50,6 @@ class HubEvents(Protocol):
 
     def redis_expired(self, server: Listened) -> None:
         """``server`` has been unreachable for longer than the hub's ``outage_limit``."""
-
-
-class HubServer(Listened, Protocol):
-    """A server of the hub: what joining, leaving and the stream layer's events use."""
-
-    def start(self) -> None: ...
-
-    def stop(self) -> defer.Deferred[None]: ...
-
-    def add(self, channel: bytes, listener: object, kind: str = ...) -> bool:
-        """``listener`` joins ``channel`` of ``kind`` (redis_protocol.CHANNEL, PATTERN or
-        SHARDED); False if it cannot (the server is away past the outage limit)."""
-
-    def remove(self, channel: bytes, listener: object, kind: str = ...) -> None: ...
 
 
 class NodeOwner(Protocol):

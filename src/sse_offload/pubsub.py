@@ -13,6 +13,10 @@ resubscribes the channels, and its retry loop cannot be given a clock for tests,
 runs its own retry loop over txredisapi's protocol class and resubscribes every channel that
 has listeners. What an outage means to the streams (a gap notice, closing them when it lasts
 too long) is the stream layer's business: the hub tells its :class:`HubEvents`.
+
+Besides channels and patterns, a connection holds sharded channels (SSUBSCRIBE, Redis 7).
+A ``redis-cluster://`` address is a :class:`~sse_offload.cluster.ClusterConnection`, which
+holds a connection of this module's kind per node it needs.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ its subscription moves, and its streams stay open. What moves it: Redis dropping
 channel (``sunsubscribe``: its slot migrated, or its node became a replica), a ``MOVED``
 answering an SSUBSCRIBE, and a node connection lost (a failover). Each refreshes the map and
 resubscribes every channel whose owner changed; while a node we need stays unreachable the
-map is asked again, with the hub's backoff capped at :data:`POLL_MAX`, until a replica has
+map is asked again, with the hub's backoff capped at cluster_probe.POLL_MAX, until a replica has
 taken over. Messages published while a channel had no subscription are lost (pub/sub keeps
 nothing), so its streams get the gap notice as after a single Redis outage, and the hub's
 outage limit applies to channels that wait too long.

@@ -16,7 +16,10 @@ and a publisher that puts its publish time (ns) in every payload. Scenarios:
 - channels: 1,000 channels with one client each, 1,000 msg/s spread over them;
 - streams: 1,000 clients of one Redis Stream (``sse:stream=``, XADD publisher) at rising
   rates, beside fan-out's pub/sub figures;
-- replay: 10,000 entries replayed to one client that resumes from the first id.
+- replay: 10,000 entries replayed to one client that resumes from the first id;
+- cluster: 1,000 clients of one sharded channel (``sse:ssubscribe=``, SPUBLISH publisher)
+  through a 3-master Redis Cluster (``--redis redis-cluster://...``) at 100 msg/s, beside
+  fan-out's single-Redis figures.
 
 Every row reports delivered events/s, loss, latency p50/p99/max (publish -> client read),
 gateway CPU, and the load processes' CPU.
@@ -91,6 +94,73 @@ def wait_children(pid: int, count: int, what: str, seconds: float = 30.0) -> lis
 
 def resp(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
+
+
+def call(port: int, *args: bytes) -> bytes:
+    """One command to the Redis on ``port``; its raw reply (enough to look for a word)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(resp(*args))
+        return c.recv(1 << 20)
+
+
+def redis7() -> tuple[str, str]:
+    """redis-server and redis-cli of Redis 7 or later (sharded pub/sub), from PATH or the
+    system's; SystemExit if there are none."""
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin"]:
+        server, cli = Path(directory) / "redis-server", Path(directory) / "redis-cli"
+        if server.exists() and cli.exists():
+            out = subprocess.run([str(server), "--version"], capture_output=True, text=True)
+            if " v=" in out.stdout and int(out.stdout.split(" v=")[1].split(".")[0]) >= 7:
+                return str(server), str(cli)
+    raise SystemExit("the cluster scenario needs redis-server 7 or later")
+
+
+class Cluster:
+    """A Redis Cluster of ``masters`` nodes, no replicas, on free ports in ``tmp``."""
+
+    def __init__(self, tmp: Path, masters: int = 3) -> None:
+        server, cli = redis7()
+        self.ports = [free_port() for _ in range(masters)]
+        self.procs = []
+        for port in self.ports:
+            directory = tmp / f"node{port}"
+            directory.mkdir()
+            self.procs.append(subprocess.Popen(
+                [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(directory), "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
+                 "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
+                stdout=subprocess.DEVNULL,
+            ))
+        for port in self.ports:
+            wait_port(port)
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True)
+        deadline = time.monotonic() + 30
+        while not all(b"cluster_state:ok" in call(p, b"CLUSTER", b"INFO") for p in self.ports):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    @property
+    def address(self) -> str:
+        return "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def owner(self, channel: bytes) -> int:
+        """The port of the master that serves ``channel``'s slot (asked with SPUBLISH:
+        a MOVED names the owner)."""
+        for port in self.ports:
+            reply = call(port, b"SPUBLISH", channel, b"")
+            if not reply.startswith(b"-MOVED"):
+                return port
+        raise RuntimeError(f"no master serves {channel!r}")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait()
 
 
 def build_loadclient(tmp: Path) -> Path:
@@ -206,36 +276,61 @@ TABLE_HEAD = [
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    """A redis-server (or, with ``cluster``, a Redis Cluster) and a gateway over it."""
+
+    def __init__(self, args: argparse.Namespace, cluster: bool = False) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="ssebench"))
         self.loadclient = build_loadclient(self.tmp)
         self.redis_port, self.port = free_port(), free_port()
-        self.redis = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port),
-             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
-             "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
-            stdout=subprocess.DEVNULL,
-        )
+        self.cluster: Cluster | None = None
+        self.redis: subprocess.Popen[bytes] | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
+        #: Publishes with this command (SPUBLISH for sharded channels), counts subscribers
+        #: with this PUBSUB subcommand.
+        self.publish_command, self.numsub_command = b"PUBLISH", b"NUMSUB"
         try:
+            if cluster:
+                self.cluster = Cluster(self.tmp)
+            else:
+                self.redis = subprocess.Popen(
+                    [shutil.which("redis-server") or "redis-server", "--port",
+                     str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                     "no", "--dir", str(self.tmp),
+                     "--client-output-buffer-limit", "pubsub", "256mb", "64mb", "60"],
+                    stdout=subprocess.DEVNULL,
+                )
             self._start_gateway(args)
         except BaseException:
             self.close()  # a gateway that did not start must not leave redis-server behind
             raise
 
+    def shard(self, channel: bytes) -> None:
+        """Publish ``channel`` with SPUBLISH at its master (the cluster scenario)."""
+        assert self.cluster is not None
+        self.redis_port = self.cluster.owner(channel)
+        self.publish_command, self.numsub_command = b"SPUBLISH", b"SHARDNUMSUB"
+        self.pub.close()
+        self.pub = socket.create_connection(("127.0.0.1", self.redis_port))
+        self.pub.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _start_gateway(self, args: argparse.Namespace) -> None:
+        if self.cluster is not None:
+            self.redis_port = self.cluster.ports[0]
+            redis = self.cluster.address
+            rules_text = "[uwsgi]\nroute = ^/k/(.*)$ sse:ssubscribe=$1\n"
+        else:
+            redis = f"127.0.0.1:{self.redis_port}"
+            rules_text = "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\nroute = ^/x/(.*)$ sse:stream=$1\n"
         wait_port(self.redis_port)
         rules = self.tmp / "bench.ini"
-        rules.write_text(
-            "[uwsgi]\nroute = ^/s/(.*)$ sse:$1\nroute = ^/x/(.*)$ sse:stream=$1\n"
-        )
+        rules.write_text(rules_text)
         twistd = Path(sys.executable).with_name("twistd")
         self.gateway = subprocess.Popen(
             [str(twistd if twistd.exists() else "twistd"), "-n", "--pidfile=", "--logfile",
              str(self.tmp / "gw.log"), "sse-offload", "--rules", str(rules),
              "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-             "--redis", f"127.0.0.1:{self.redis_port}", "--keepalive", "0",
+             "--redis", redis, "--keepalive", "0",
              "--processes", str(args.processes)],
         )
         wait_port(self.port)
@@ -255,11 +350,11 @@ class Bench:
         pids = [
             p for p in self.gateway_pids() if "redis" not in Path(f"/proc/{p}/comm").read_text()
         ]
-        return sum(pss_kib(p) for p in pids) + pss_kib(self.redis.pid)
+        return sum(pss_kib(p) for p in pids) + (pss_kib(self.redis.pid) if self.redis else 0)
 
     def numsub_total(self, channels: list[bytes]) -> int:
         c = socket.create_connection(("127.0.0.1", self.redis_port))
-        c.sendall(resp(b"PUBSUB", b"NUMSUB", *channels))
+        c.sendall(resp(b"PUBSUB", self.numsub_command, *channels))
         data = b""
         # *2N, then per channel: $len, name, :count
         while data.count(b"\r\n") < 1 + 3 * len(channels):
@@ -292,7 +387,7 @@ class Bench:
             payload = ts + b"x" * max(0, size - len(ts))
             name = channels[i % len(channels)]
             out.append(resp(b"XADD", name, b"*", b"data", payload) if xadd
-                       else resp(b"PUBLISH", name, payload))
+                       else resp(self.publish_command, name, payload))
             if len(out) >= batch_every:
                 self.pub.sendall(b"".join(out))
                 out = []
@@ -342,8 +437,11 @@ class Bench:
                 self.gateway.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.gateway.kill()
-        self.redis.terminate()
-        self.redis.wait()
+        if self.redis is not None:
+            self.redis.terminate()
+            self.redis.wait()
+        if self.cluster is not None:
+            self.cluster.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -357,13 +455,15 @@ def main() -> int:
     ap.add_argument("--rates", default="20,50,100,150,200,300,1000",
                     help="fan-out rates, msg/s, to 1,000 clients")
     ap.add_argument("--quick", action="store_true", help="small figures, for a smoke run")
-    ap.add_argument("--only", choices=["idle", "light", "fanout", "channels", "streams", "replay"],
-                    action="append")
+    ap.add_argument("--only", action="append",
+                    choices=["idle", "light", "fanout", "channels", "streams", "replay",
+                             "cluster"])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.quick:
         args.idle_clients, args.seconds, args.rates = 1000, 2.0, "20,100"
-    only = set(args.only or ["idle", "light", "fanout", "channels", "streams", "replay"])
+    only = set(args.only or ["idle", "light", "fanout", "channels", "streams", "replay",
+                             "cluster"])
     lines = [
         f"Gateway `--processes {args.processes}`, {args.size}-byte payloads, {args.seconds:.0f} s "
         f"per row, HTTP/1.1 clients from {args.load_workers} C load processes, "
@@ -401,12 +501,14 @@ def main() -> int:
             b.close()
 
     def scenario(name: str, clients: int, nchannels: int, rates: list[float],
-                 xadd: bool = False) -> None:
-        b = Bench(args)
+                 xadd: bool = False, cluster: bool = False) -> None:
+        b = Bench(args, cluster)
         try:
-            prefix = "/x/" if xadd else "/s/"
+            prefix = "/x/" if xadd else "/k/" if cluster else "/s/"
             path = prefix + ("c%d" if nchannels > 1 else "bench")
             chans = [b"c%d" % i for i in range(nchannels)] if nchannels > 1 else [b"bench"]
+            if cluster:
+                b.shard(chans[0])  # one sharded channel: SPUBLISH at its master
             load = Load(b.loadclient, b.port, clients, path, nchannels, args.load_workers)
             if xadd:
                 time.sleep(2.0)  # every process's reader is in XREAD by then
@@ -432,6 +534,8 @@ def main() -> int:
     if "streams" in only:
         rates = [float(r) for r in args.rates.split(",") if float(r) <= 300]
         scenario("streams", 1000, 1, rates, xadd=True)
+    if "cluster" in only:
+        scenario("cluster (sharded)", 1000, 1, [100.0], cluster=True)
     if "replay" in only:
         b = Bench(args)
         try:

@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cluster_helpers import RedisCluster, redis7_binaries
 from redis_helpers import RedisServer
 
 
@@ -40,6 +41,30 @@ def fresh_redis(tmp_path_factory: pytest.TempPathFactory):
     server = RedisServer(_short_tmp(tmp_path_factory, "redisf")).start()
     yield server
     server.stop()
+
+
+def _cluster(tmp_path_factory: pytest.TempPathFactory, name: str):
+    if redis7_binaries() is None:
+        pytest.skip("Redis Cluster tests need redis-server 7 or later (sharded pub/sub)")
+    cluster = RedisCluster(_short_tmp(tmp_path_factory, name)).start()
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A 3-master Redis Cluster (a replica each) shared by a test module: its tests may move
+    slots, never kill nodes (cluster_helpers.py)."""
+    cluster = _cluster(tmp_path_factory, "cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A Redis Cluster of the test's own, for tests that kill its nodes."""
+    cluster = _cluster(tmp_path_factory, "clusterf")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

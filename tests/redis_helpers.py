@@ -204,6 +204,8 @@ class RedisServer:
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
     extra_args: tuple[str, ...] = ()
+    #: The redis-server to run (None: the first on PATH).
+    binary: str | None = None
 
     @property
     def unix_path(self) -> str:
@@ -225,7 +227,7 @@ class RedisServer:
         assert self.port != SHARED_REDIS_PORT
         self.proc = subprocess.Popen(
             [
-                redis_binary(),
+                self.binary or redis_binary(),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--unixsocket", self.unix_path,

@@ -25,6 +25,19 @@ CASES = [
     ("redis://[::1]:6380", RedisAddress("tcp", "::1", 6380)),
     ("unix:///run/r.sock?db=2", RedisAddress("unix", path="/run/r.sock", db=2)),
     ("unix://:pw@/run/r.sock", RedisAddress("unix", path="/run/r.sock", password="pw")),
+    (
+        "redis-cluster://h1:7000,H2:7001",
+        RedisAddress("cluster", path="h1:7000,h2:7001", seeds=(("h1", 7000), ("h2", 7001))),
+    ),
+    (
+        "redis-cluster://:pw@h",
+        RedisAddress("cluster", path="h:6379", password="pw", seeds=(("h", 6379),)),
+    ),
+    (
+        "redis-cluster://u:p%40w%2C@[::1]:7000,[::1],h:1,h:1/",
+        RedisAddress("cluster", path="[::1]:7000,[::1]:6379,h:1", username="u",
+                     password="p@w,", seeds=(("::1", 7000), ("::1", 6379), ("h", 1))),
+    ),
 ]
 
 
@@ -38,7 +51,12 @@ def test_relative_unix_path_is_resolved_against_cwd() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "h:notaport", "h:70000", "[::1", "redis://", "1:2:3", "unix://", "redis://h/x"]
+    "text", [
+        "", "h:notaport", "h:70000", "[::1", "redis://", "1:2:3", "unix://", "redis://h/x",
+        "redis-cluster://", "redis-cluster://h:1/0", "redis-cluster://h:1,,h:2",
+        "redis-cluster://redis://h:1", "redis-cluster://h:x", "redis-cluster://h:1?db=1",
+        "redis-cluster:///run/redis.sock",
+    ]
 )
 def test_bad_addresses_raise_address_error(text: str) -> None:
     with pytest.raises(AddressError):
@@ -52,6 +70,15 @@ def test_db_does_not_change_the_shared_connection_key() -> None:
 
 def test_credentials_change_the_key() -> None:
     assert parse_address("redis://:a@h:1").key != parse_address("redis://:b@h:1").key
+    assert (parse_address("redis-cluster://:a@h:1").key
+            != parse_address("redis-cluster://:b@h:1").key)
+
+
+def test_a_cluster_address_shows_its_seeds_never_its_password() -> None:
+    a = parse_address("redis-cluster://user:secret@h1:7000,h2:7000")
+    assert str(a) == "redis-cluster://h1:7000,h2:7000"
+    assert "secret" not in repr(a)
+    assert a.key != parse_address("h1:7000").key
 
 
 def test_url_round_trips() -> None:

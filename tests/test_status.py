@@ -12,6 +12,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.web.test.requesthelper import DummyRequest
 
+from sse_offload.redis_protocol import PATTERN, SHARDED
 from sse_offload.sse import KEEPALIVE
 from sse_offload.status import (
     TOP_CHANNELS,
@@ -37,10 +38,12 @@ from twisted_helpers import make_streams
 class FakeServer:
     """A hub connection as the status reads it: describe() and its listing."""
 
-    def __init__(self, address: str, channels=None, patterns=None, keys=None, **more) -> None:
+    def __init__(self, address: str, channels=None, patterns=None, keys=None, sharded=None,
+                 **more) -> None:
         self.address = address
         self.channels = {k: [None] * n for k, n in (channels or {}).items()}
         self.patterns = {k: [None] * n for k, n in (patterns or {}).items()}
+        self.sharded = {k: [None] * n for k, n in (sharded or {}).items()}
         self.keys = {k: [None] * n for k, n in (keys or {}).items()}
         self.more = more
 
@@ -75,11 +78,11 @@ def _rows(snapshot) -> list[tuple[str, str, str, int]]:
             id="ties in a fixed order: server, kind, name",
         ),
         pytest.param(
-            [FakeServer("r:1", {b"news": 3}, patterns={b"news.*": 4})],
+            [FakeServer("r:1", {b"news": 3}, patterns={b"news.*": 4}, sharded={b"o.1": 2})],
             [FakeServer("r:1", keys={b"orders": 1})],
             [("r:1", "pattern", "news.*", 4), ("r:1", "channel", "news", 3),
-             ("r:1", "stream", "orders", 1)],
-            id="channels, patterns and stream keys",
+             ("r:1", "sharded", "o.1", 2), ("r:1", "stream", "orders", 1)],
+            id="channels, patterns, sharded channels and stream keys",
         ),
         pytest.param(
             [FakeServer("r:1", {b"caf\xc3\xa9": 1, b"bad\xff": 1, b"<b>&": 1})], [],
@@ -317,7 +320,8 @@ def test_a_process_snapshot_reads_the_hub_and_describe() -> None:
     server = gateway.streams.hub.server(_address())
     server.add(b"news", RecordingListener())
     server.add(b"news", RecordingListener())
-    server.add(b"n*", RecordingListener(), pattern=True)
+    server.add(b"n*", RecordingListener(), kind=PATTERN)
+    server.add(b"o.1", RecordingListener(), kind=SHARDED)
     gateway.streams.stream_server(_address()).add(b"orders", RecordingListener())
     gateway.open_streams = 4
     gateway.stats["requests_stream"] += 4
@@ -326,11 +330,12 @@ def test_a_process_snapshot_reads_the_hub_and_describe() -> None:
     assert (snap["started"], snap["now"], snap["clients"]) == (500, 510, 4)
     assert _rows(snap) == [("127.0.0.1:1", "channel", "news", 2),
                            ("127.0.0.1:1", "pattern", "n*", 1),
+                           ("127.0.0.1:1", "sharded", "o.1", 1),
                            ("127.0.0.1:1", "stream", "orders", 1)]
     pubsub, streams = snap["redis"]
     assert pubsub == {"address": "127.0.0.1:1", "kind": "pubsub", "connected": False,
-                      "down_since": None, "expired": False, "channels": 1, "patterns": 1,
-                      "connections_made": 0}
+                      "down_since": None, "expired": False, "channels": 2, "patterns": 1,
+                      "sharded_channels": 1, "connections_made": 0}
     assert streams["kind"] == "streams" and streams["channels"] == 1
     assert [link["role"] for link in streams["links"]] == ["stream reader", "streams"]
     assert snap["counters"] == {"requests_stream": 4}

@@ -40,9 +40,10 @@ def token(subscribe: list[str], secret: str = SECRET, algorithm: str = "HS256",
 
 
 def target(channels: tuple[str, ...] = (), patterns: tuple[str, ...] = (),
-           streams: tuple[str, ...] = ()) -> SseTarget:
-    names = channels + patterns + streams
-    return SseTarget(";".join(names), None, 4096, None, channels, patterns, streams, auth="jwt")
+           streams: tuple[str, ...] = (), sharded: tuple[str, ...] = ()) -> SseTarget:
+    names = channels + patterns + sharded + streams
+    return SseTarget(";".join(names), None, 4096, None, channels, patterns, streams,
+                     sharded=sharded, auth="jwt")
 
 
 # -- authorize ---------------------------------------------------------------------------
@@ -76,6 +77,8 @@ NEWS = target(("news",))
          FORBIDDEN + "the token does not grant the pattern 'news.*'"),
         ({"HTTP_AUTHORIZATION": "Bearer " + token(["orders"])}, target(streams=("invoices",)),
          FORBIDDEN + "the token does not grant 'invoices'"),
+        ({"HTTP_AUTHORIZATION": "Bearer " + token(["orders.1"])},
+         target(sharded=("orders.7",)), FORBIDDEN + "the token does not grant 'orders.7'"),
         # granted: the token's exp, or None when it has none
         ({"HTTP_AUTHORIZATION": "Bearer " + token(["news"])}, NEWS, None),
         ({"HTTP_AUTHORIZATION": "Bearer " + token(["news"], exp=NOW + 60)}, NEWS, NOW + 60),
@@ -85,6 +88,8 @@ NEWS = target(("news",))
          target(("news.a",), ("news.b.*",)), None),
         ({"HTTP_AUTHORIZATION": "Bearer " + token(["orders", "invoices"])},
          target(streams=("orders", "invoices")), None),
+        ({"HTTP_AUTHORIZATION": "Bearer " + token(["orders.*"])},
+         target(sharded=("orders.7",)), None),
     ],
 )
 def test_authorize(vars: dict[str, str], aim: SseTarget, expected: float | str | None) -> None:

@@ -79,7 +79,9 @@ class HubCollector:
         hubs = list(self._hubs())
         clients = GaugeMetricFamily("sse_offload_clients", "Open streams.")
         servers = [s for h in hubs for s in h.servers.values()]
-        clients.add_metric([], sum(len(ch) for s in servers for ch in s.channels.values()))
+        clients.add_metric([], sum(
+            len(sub) for s in servers for subs in (s.channels, s.sharded) for sub in subs.values()
+        ))
         yield clients
         channels = GaugeMetricFamily(
             "sse_offload_channels", "Channels subscribed.", labels=["server"]
@@ -90,7 +92,7 @@ class HubCollector:
         )
         for hub in hubs:
             for s in hub.servers.values():
-                channels.add_metric([str(s)], len(s.channels))
+                channels.add_metric([str(s)], len(s.channels) + len(s.sharded))
                 up.add_metric([str(s)], 1 if s.protocol is not None else 0)
         yield channels
         yield up

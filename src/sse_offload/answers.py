@@ -128,6 +128,10 @@ LONG_CHANNEL: Final = "channel name too long"
 REFUSED_SERVER: Final = "server not named by the configuration"
 #: The start of the reason for an argument parse_sse_arg refuses (its text follows).
 BAD_TARGET: Final = "bad sse argument"
+#: Redis Streams mode reads every key of a server with one XREAD, which a cluster refuses
+#: for keys of different slots: it does not run on a cluster address (start-up refuses the
+#: rules that say so; this covers a server= that came out of expansion).
+CLUSTER_STREAMS: Final = "Redis Streams mode (stream=) does not run on a Redis Cluster address"
 
 
 def stream_target(
@@ -139,7 +143,7 @@ def stream_target(
     """The channel and server an offload names: ``(target, address)``; the address is
     ``default_address`` when the action names none. Where the stream cannot start,
     ``address`` is instead the reason: :data:`NO_CHANNEL`, :data:`LONG_CHANNEL`,
-    :data:`REFUSED_SERVER`, or a bad server's parse error.
+    :data:`REFUSED_SERVER`, :data:`CLUSTER_STREAMS`, or a bad server's parse error.
 
     A ``server=`` must be one the configuration names (``allowed_servers``, address keys):
     it may come out of variable expansion, a value a client or an app supplied, and the
@@ -155,13 +159,16 @@ def stream_target(
     if any(len(name) > max_channel_length for name in target.names()):
         return target, LONG_CHANNEL
     if target.server is None:
-        return target, default_address
-    try:
-        address = parse_address(target.server)
-    except AddressError as e:
-        return target, str(e)
-    if address.key not in allowed_servers:
-        return target, REFUSED_SERVER
+        address = default_address
+    else:
+        try:
+            address = parse_address(target.server)
+        except AddressError as e:
+            return target, str(e)
+        if address.key not in allowed_servers:
+            return target, REFUSED_SERVER
+    if target.streams and address is not None and address.kind == "cluster":
+        return target, CLUSTER_STREAMS
     return target, address
 
 

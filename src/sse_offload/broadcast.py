@@ -25,9 +25,11 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .events import EnvelopeError, frame_event, parse_envelope
+from .hub_types import Listened, show_channel
 from .listener_groups import ListenerGroups
-from .pubsub import Hub, RedisServerConnection, show_channel
+from .pubsub import Hub
 from .redis_address import RedisAddress
+from .redis_protocol import CHANNEL
 from .redis_streams import StreamServer
 from .routing import SseTarget
 from .sse import KEEPALIVE, Mode, frame, http_chunk, retry_field
@@ -209,11 +211,14 @@ class Broadcaster(Service):
         return ChannelFanout(channel, self.stats)
 
     # --- joining ------------------------------------------------------------------------
-    def join(self, address: RedisAddress, channel: bytes, listener: Listener) -> bool:
-        """``listener`` listens to ``channel`` on ``address``. False: it cannot (that
-        server has been away past the outage limit) and the listener is closed."""
+    def join(
+        self, address: RedisAddress, channel: bytes, listener: Listener, kind: str = CHANNEL
+    ) -> bool:
+        """``listener`` listens to ``channel`` (of ``kind``: a channel, a pattern or a
+        sharded channel) on ``address``. False: it cannot (that server has been away past
+        the outage limit) and the listener is closed."""
         server = self.hub.server(address)
-        if server.add(channel, listener):
+        if server.add(channel, listener, kind):
             return True
         listener.close("outage")
         return False
@@ -283,7 +288,7 @@ class Broadcaster(Service):
         return done
 
     # --- Redis outages (HubEvents) ---------------------------------------------------------
-    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
+    def redis_back(self, server: Listened, seconds: float) -> None:
         """Tell every ``sse`` stream of ``server`` that messages may have been lost (pub/sub
         keeps nothing while a subscriber is away); raw streams get nothing."""
         listeners = [x for x in dict.fromkeys(server.listeners()) if x.gap is not None]
@@ -296,7 +301,7 @@ class Broadcaster(Service):
             server=server, seconds=seconds, count=len(listeners),
         )
 
-    def redis_expired(self, server: RedisServerConnection) -> None:
+    def redis_expired(self, server: Listened) -> None:
         """``server`` stayed away past the outage limit: close its streams, so their clients
         reconnect (perhaps to a gateway that can reach Redis) instead of waiting in silence."""
         listeners: list[Listener] = list(dict.fromkeys(server.listeners()))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sse_offload.answers import (
     BAD_TARGET,
+    CLUSTER_STREAMS,
     LONG_CHANNEL,
     NO_CHANNEL,
     REFUSED_SERVER,
@@ -141,6 +142,8 @@ def _target(config: Config, offload: Offload) -> str:
         return f"{offload.mode} refused ({address}): the gateway answers 400"
     if address == LONG_CHANNEL:
         return f"{offload.mode} with a channel name over the limit: the gateway answers 400"
+    if address == CLUSTER_STREAMS:
+        return f"{offload.mode} refused ({address}): the gateway answers 500"
     if address is None:
         where = "the default Redis"
     elif address == REFUSED_SERVER:
@@ -166,6 +169,8 @@ def _sources(target: SseTarget) -> str:
         parts.append(named("channel", target.channels))
     if target.patterns:
         parts.append(named("pattern", target.patterns))
+    if target.sharded:
+        parts.append(named("sharded channel", target.sharded))
     if target.streams:
         resume = "Redis Streams mode: ids, resumes from Last-Event-ID"
         if target.history:

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from .config.values import parse_kvlist
-from .pubsub import show_channel
+from .hub_types import show_channel
 from .redis_address import RedisAddress
 from .timers import cancel
 

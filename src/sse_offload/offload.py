@@ -29,6 +29,7 @@ from .answers import (
 )
 from .cors_web import add_cors_headers, preflight
 from .gateway import FULL, Gateway, StreamPlan
+from .redis_protocol import CHANNEL, PATTERN, SHARDED
 from .replies import plain, set_head, to_bytes
 from .routing import Offload, RequestState, SseTarget
 from .sse import Mode, retry_field
@@ -49,17 +50,20 @@ class _Release:
     """A stream's ``on_close``: leave its channel and the counts. One slotted object per
     stream, where three nested closures cost ~0.7 KB of each idle stream's memory."""
 
-    __slots__ = ("address", "channel", "gateway", "ip", "stream")
+    __slots__ = ("address", "channel", "gateway", "ip", "kind", "stream")
 
-    def __init__(self, gateway: Gateway, plan: StreamPlan, stream: SSEStream, ip: str) -> None:
+    def __init__(
+        self, gateway: Gateway, plan: StreamPlan, stream: SSEStream, ip: str, kind: str
+    ) -> None:
         self.gateway = gateway
         self.address = plan.address
         self.channel = plan.channel
         self.stream = stream
         self.ip = ip
+        self.kind = kind
 
     def __call__(self) -> None:
-        self.gateway.streams.hub.server(self.address).remove(self.channel, self.stream)
+        self.gateway.streams.hub.server(self.address).remove(self.channel, self.stream, self.kind)
         self.gateway.stream_closed(self.ip)
 
 
@@ -94,10 +98,11 @@ def begin_stream(
     stream.start()
     if stream.closed:
         return stream
-    if len(target.channels) == 1 and not target.patterns and not target.streams:
-        if gateway.streams.join(plan.address, plan.channel, stream):  # the common case
+    kind = _single_source(target)
+    if kind is not None:  # the common case: one channel, pattern or sharded channel
+        if gateway.streams.join(plan.address, plan.channel, stream, kind):
             gateway.stream_opened(ip)
-            stream.on_close = _Release(gateway, plan, stream, ip)
+            stream.on_close = _Release(gateway, plan, stream, ip, kind)
             _expire_with_token(gateway, plan, stream)
         return stream
     leave = _join_all(gateway, plan, stream)
@@ -127,22 +132,27 @@ def _join_all(
         return [cursor.release]
     server = streams.hub.server(address)
     leave: list[Callable[[], None]] = []
-    for name in target.channels:
-        channel = _encode(name)
-        if not streams.join(address, channel, stream):
-            for undo in leave:
-                undo()
-            return None
-        leave.append(lambda c=channel: server.remove(c, stream))  # type: ignore[misc]
-    for name in target.patterns:
-        pattern = _encode(name)
-        if not server.add(pattern, stream, pattern=True):
-            for undo in leave:
-                undo()
-            stream.close("outage")
-            return None
-        leave.append(lambda p=pattern: server.remove(p, stream, pattern=True))  # type: ignore[misc]
+    for kind, names in ((CHANNEL, target.channels), (PATTERN, target.patterns),
+                        (SHARDED, target.sharded)):
+        for name in names:
+            channel = _encode(name)
+            if not streams.join(address, channel, stream, kind):  # closes the stream
+                for undo in leave:
+                    undo()
+                return None
+            leave.append(lambda c=channel, k=kind: server.remove(c, stream, k))  # type: ignore[misc]
     return leave
+
+
+def _single_source(target: SseTarget) -> str | None:
+    """The kind of the one channel, pattern or sharded channel ``target`` listens to;
+    None when it listens to several, or to Redis Streams."""
+    if target.streams:
+        return None
+    counts = (len(target.channels), len(target.patterns), len(target.sharded))
+    if sum(counts) != 1:
+        return None
+    return CHANNEL if counts[0] else PATTERN if counts[1] else SHARDED
 
 
 def _encode(name: str) -> bytes:

@@ -50,7 +50,8 @@ class Options(usage.Options):
         [
             "redis", None, None,
             "Default Redis server: host:port, [v6]:port, /unix/path, redis://, rediss://, "
-            f"unix:// URL, or 'embedded' to start a private redis-server. "
+            "unix:// URL, redis-cluster://h1:p1,h2:p2 for a Redis Cluster, "
+            f"or 'embedded' to start a private redis-server. "
             f"[default: $SSE_OFFLOAD_REDIS or {DEFAULT_ADDRESS}]",
         ],
         [

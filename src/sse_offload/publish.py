@@ -3,10 +3,12 @@
 ``POST /publish/<channel>`` with a JSON body (publish_message.py) and a JWT
 (``Authorization: Bearer`` or the ``sseAuthorization`` cookie; not the query string, which
 access logs keep) whose ``sse.publish`` grants the channel (tokens.py). ``?to=stream``
-appends to the Redis Stream of that key instead. The endpoint runs once per gateway (the
-master with ``--processes N``), on its own listener, and talks to the default Redis server
-over one command connection made again with the hub's backoff. Every refusal happens
-before anything reaches Redis.
+appends to the Redis Stream of that key instead, ``?to=sharded`` publishes to the sharded
+channel (SPUBLISH, what ``sse:ssubscribe=`` streams read). The endpoint runs once per
+gateway (the master with ``--processes N``), on its own listener, and talks to the default
+Redis server over one command connection made again with the hub's backoff (to a Redis
+Cluster: one per node it needs, cluster_commands.py). Every refusal happens before anything
+reaches Redis.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from .channel import deadline_channel_factory
+from .cluster_commands import ClusterCommands
 from .config import Config
 from .endpoints import admin_endpoint
 from .mirror import DEFAULT_MAXLEN
@@ -169,8 +172,8 @@ class PublishResource(resource.Resource):
             return _error(request, 400, "channel name too long")
         args: dict[bytes, list[bytes]] = request.args or {}
         targets = args.get(b"to", [b"channel"])
-        if len(targets) != 1 or targets[0] not in (b"channel", b"stream"):
-            return _error(request, 400, "to= must be channel or stream")
+        if len(targets) != 1 or targets[0] not in (b"channel", b"stream", b"sharded"):
+            return _error(request, 400, "to= must be channel, sharded or stream")
         to_stream = targets[0] == b"stream"
         refusal = self._authorize(request, name)
         if refusal is not None:
@@ -182,7 +185,7 @@ class PublishResource(resource.Resource):
             return _error(request, 413, str(e))
         except MessageError as e:
             return _error(request, 400, str(e))
-        self._send(request, channel, message)
+        self._send(request, channel, message, targets[0] == b"sharded")
         return server.NOT_DONE_YET
 
     def _authorize(self, request: server.Request, name: str) -> bytes | None:
@@ -206,13 +209,15 @@ class PublishResource(resource.Resource):
             return _error(request, 403, "channel not granted by the token")
         return None
 
-    def _send(self, request: server.Request, channel: bytes, message: Message) -> None:
+    def _send(
+        self, request: server.Request, channel: bytes, message: Message, sharded: bool
+    ) -> None:
         if message.stream:
             args: tuple[bytes, ...] = (
                 b"XADD", channel, b"MAXLEN", b"~", b"%d" % STREAM_MAXLEN, b"*", *message.fields,
             )
         else:
-            args = (b"PUBLISH", channel, message.payload)
+            args = (b"SPUBLISH" if sharded else b"PUBLISH", channel, message.payload)
         d = self.command(*args, timeout=PUBLISH_TIMEOUT)
         d.addCallbacks(self._sent, self._failed, (request, message), None, (request,), None)
         d.addErrback(self._broken, request)
@@ -290,7 +295,7 @@ class PublishService(service.MultiService):
         self.clock: IReactorTime = reactor
         self._address = address
         self.address: RedisAddress | None = None  # read when the service starts
-        self.link: Link | None = None
+        self.link: Link | ClusterCommands | None = None
         site = publish_site(settings, self._command, cors)
         strports.service(settings.endpoint, site).setServiceParent(self)
 
@@ -302,7 +307,10 @@ class PublishService(service.MultiService):
     def startService(self) -> None:
         self.address = self._address()
         assert self.address is not None, "the publish endpoint started before its redis address"
-        self.link = Link(self, "publish", self._ready, lambda: None)  # type: ignore[arg-type]
+        if self.address.kind == "cluster":
+            self.link = ClusterCommands(self.reactor, self.clock, self.address)
+        else:
+            self.link = Link(self, "publish", self._ready, lambda: None)  # type: ignore[arg-type]
         self.link.start()
         super().startService()
         log.info("publishing over HTTP on {endpoint} to redis {server}",

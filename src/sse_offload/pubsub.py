@@ -13,14 +13,17 @@ resubscribes the channels, and its retry loop cannot be given a clock for tests,
 runs its own retry loop over txredisapi's protocol class and resubscribes every channel that
 has listeners. What an outage means to the streams (a gap notice, closing them when it lasts
 too long) is the stream layer's business: the hub tells its :class:`HubEvents`.
+
+Besides channels and patterns, a connection holds sharded channels (SSUBSCRIBE, Redis 7).
+A ``redis-cluster://`` address is a :class:`~sse_offload.cluster.ClusterConnection`, which
+holds a connection of this module's kind per node it needs.
 """
 
 from __future__ import annotations
 
 import collections
-import random
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -28,17 +31,21 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .cluster import ClusterConnection
+from .hub_types import HubEvents, NodeOwner, NoEvents, Subscription, no_subscriptions, show_channel
 from .redis_address import RedisAddress
-from .redis_protocol import HubFactory, HubProtocol, client_endpoint, encode_command
-from .timers import cancel
+from .redis_protocol import (
+    CHANNEL,
+    COMMANDS,
+    PATTERN,
+    SHARDED,
+    HubFactory,
+    HubProtocol,
+    client_endpoint,
+    encode_command,
+)
+from .timers import backoff_delay, cancel
 
-# Reconnect backoff: start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap matches
-# txredisapi's maxDelay; the start is half of its 1 s so a blip costs little, and the jitter
-# keeps many gateway processes from reconnecting to a restarted Redis in the same instant.
-BACKOFF_INITIAL: Final = 0.5
-BACKOFF_FACTOR: Final = 1.5
-BACKOFF_JITTER: Final = 0.10
-BACKOFF_MAX: Final = 10.0
 #: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
 #: connection is dropped and made again: txredisapi has no health check, and a half-open TCP
 #: connection (a Redis host that vanished) would otherwise look alive until the kernel's
@@ -51,52 +58,26 @@ DEFAULT_MAX_MESSAGE: Final = 1 << 20
 PING_TIMEOUT: Final = 5.0
 
 
-def backoff_delay(attempt: int, rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry)."""
-    base = min(BACKOFF_MAX, BACKOFF_INITIAL * BACKOFF_FACTOR**min(attempt, 64))
-    return base * (1 + BACKOFF_JITTER * (2 * rand() - 1))
-
-
-class Subscription(Protocol):
-    """What the hub holds for one subscribed channel: its listeners, as the stream layer
-    groups them (``broadcast.ChannelFanout``). The hub only adds, removes, counts and
-    delivers; what a listener is, and how a message reaches it, it does not know."""
-
-    def add(self, listener: Any) -> None: ...
-
-    def remove(self, listener: Any) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def deliver(self, payloads: list[bytes]) -> None:
-        """The messages of one Redis read for this channel, in order."""
-
-    def listeners(self) -> Iterable[Any]: ...
-
-
-class HubEvents(Protocol):
-    """What the stream layer hears of a Redis server's outages."""
-
-    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
-        """``server`` is connected again after ``seconds`` of outage, its channels
-        resubscribed: what was published meanwhile is lost (pub/sub keeps nothing)."""
-
-    def redis_expired(self, server: RedisServerConnection) -> None:
-        """``server`` has been unreachable for longer than the hub's ``outage_limit``."""
-
-
 class RedisServerConnection:
-    """One Redis server: its subscriber connection, retry loop and channels."""
+    """One Redis server: its subscriber connection, retry loop and channels.
+
+    As one node of a Redis Cluster (``cluster`` set) it holds what the cluster gives it, and
+    tells the cluster, not the stream layer, of its losses and of what Redis refuses.
+    """
 
     log = Logger()
 
-    def __init__(self, hub: Hub, address: RedisAddress) -> None:
+    def __init__(self, hub: Hub, address: RedisAddress, cluster: NodeOwner | None = None) -> None:
         self.hub = hub
         self.address = address
+        self.cluster = cluster
         self.max_message_size = hub.max_message_size
         self.channels: dict[bytes, Subscription] = {}
         #: PSUBSCRIBE patterns, shared and refcounted as channels are.
         self.patterns: dict[bytes, Subscription] = {}
+        #: SSUBSCRIBE (sharded) channels; our SUNSUBSCRIBEs not answered yet, per channel.
+        self.sharded: dict[bytes, Subscription] = {}
+        self._unsubscribing: dict[bytes, int] = {}
         self.protocol: HubProtocol | None = None
         self._factory = HubFactory(self)
         self._attempt = 0
@@ -114,19 +95,14 @@ class RedisServerConnection:
         return str(self.address)
 
     def describe(self) -> dict[str, object]:
-        """What this connection is and how it is, for the status page: ``address`` (no
-        password), ``kind`` ("pubsub"), ``connected``, ``down_since`` (the clock's seconds
-        when the connection was lost or first failed, else None), ``expired`` (down past the
-        outage limit), ``channels`` and ``patterns`` held, ``connections_made``."""
+        """This connection for the status page: ``address`` (no password), ``kind``,
+        ``connected``, ``down_since`` (clock seconds, or None), ``expired`` (down past the
+        outage limit), what it holds, ``connections_made``."""
         return {
-            "address": str(self.address),
-            "kind": "pubsub",
-            "connected": self.protocol is not None,
-            "down_since": self.outage_started,
-            "expired": self._expired,
-            "channels": len(self.channels),
-            "patterns": len(self.patterns),
-            "connections_made": self.connections_made,
+            "address": str(self.address), "kind": "pubsub", "connected": self.protocol is not None,
+            "down_since": self.outage_started, "expired": self._expired,
+            "channels": len(self.channels) + len(self.sharded), "patterns": len(self.patterns),
+            "sharded_channels": len(self.sharded), "connections_made": self.connections_made,
         }
 
     # --- life cycle -------------------------------------------------------------------
@@ -168,7 +144,10 @@ class RedisServerConnection:
         if failure.check(defer.CancelledError) or not self._running:
             return
         self._log_down(failure.getErrorMessage())
-        self._outage_begins()
+        if self.cluster is not None:
+            self.cluster.node_lost(self)
+        else:
+            self._outage_begins()
         self._schedule_retry()
 
     def _schedule_retry(self) -> None:
@@ -199,15 +178,19 @@ class RedisServerConnection:
         self._attempt = 0
         self._down_logged = False
         self.connections_made += 1
-        p.write_commands(encode_command(b"SUBSCRIBE", ch) for ch in self.channels)
-        p.write_commands(encode_command(b"PSUBSCRIBE", pat) for pat in self.patterns)
+        self._unsubscribing.clear()
+        for kind in (CHANNEL, PATTERN, SHARDED):
+            command = COMMANDS[kind][0]
+            p.write_commands(encode_command(command, name) for name in self.subscriptions(kind))
         self.log.info(
             "connected to redis {server}; subscribed {count} channel(s)",
-            server=self, count=len(self.channels) + len(self.patterns),
+            server=self, count=len(self.channels) + len(self.patterns) + len(self.sharded),
         )
-        if self.outage_started is not None:
-            self._outage_ends()
         self._ping_call = self.hub.clock.callLater(PING_INTERVAL, self._ping)
+        if self.cluster is not None:
+            self.cluster.node_ready(self)
+        elif self.outage_started is not None:
+            self._outage_ends()
 
     def connection_lost(self, p: HubProtocol, reason: Failure) -> None:
         if self.protocol is p:
@@ -219,9 +202,13 @@ class RedisServerConnection:
                 self.hub.stats["redis_disconnects"] += 1
                 self.log.warn(
                     "lost redis {server}: {why}; reconnecting, {count} channel(s) wait",
-                    server=self, why=reason.getErrorMessage(), count=len(self.channels),
+                    server=self, why=reason.getErrorMessage(),
+                    count=len(self.channels) + len(self.patterns) + len(self.sharded),
                 )
-                self._outage_begins()
+                if self.cluster is not None:
+                    self.cluster.node_lost(self)
+                else:
+                    self._outage_begins()
         self._schedule_retry()
 
     # --- outages ----------------------------------------------------------------------------
@@ -283,25 +270,30 @@ class RedisServerConnection:
         self.log.failure("{why} ({server})", failure, why=why, server=self)
 
     # --- channels ----------------------------------------------------------------------
-    def add(self, channel: bytes, listener: object, pattern: bool = False) -> bool:
-        """``listener`` joins ``channel`` (SUBSCRIBE if it is the first; with ``pattern``,
-        the glob pattern ``channel``, PSUBSCRIBE). False: it was not added, the server has
-        been unreachable for longer than the outage limit (a new stream does not wait
-        either)."""
+    def subscriptions(self, kind: str) -> dict[bytes, Subscription]:
+        """What this connection holds of ``kind`` (redis_protocol's CHANNEL, PATTERN or
+        SHARDED), by name."""
+        return self.channels if kind == CHANNEL else self.patterns if kind == PATTERN else (
+            self.sharded)
+
+    def add(self, channel: bytes, listener: object, kind: str = CHANNEL) -> bool:
+        """``listener`` joins ``channel`` of ``kind`` (a channel, a glob pattern or a
+        sharded channel), which is subscribed when it is the first. False: it was not added,
+        the server has been unreachable for longer than the outage limit (a new stream does
+        not wait either)."""
         if self._expired:
             return False
-        subs = self.patterns if pattern else self.channels
+        subs = self.subscriptions(kind)
         sub = subs.get(channel)
         if sub is None:
             sub = subs[channel] = self.hub.subscription(channel)
-            if self.protocol is not None:
-                command = b"PSUBSCRIBE" if pattern else b"SUBSCRIBE"
-                self.protocol.write_commands([encode_command(command, channel)])
+            self.subscribe(channel, kind)
         sub.add(listener)
         return True
 
-    def remove(self, channel: bytes, listener: object, pattern: bool = False) -> None:
-        subs = self.patterns if pattern else self.channels
+    def remove(self, channel: bytes, listener: object, kind: str = CHANNEL) -> None:
+        """``listener`` leaves ``channel``, which is unsubscribed when it was the last."""
+        subs = self.subscriptions(kind)
         sub = subs.get(channel)
         if sub is None:
             return
@@ -309,9 +301,36 @@ class RedisServerConnection:
         if not sub:
             del subs[channel]
             # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
-            if self.protocol is not None:
-                command = b"PUNSUBSCRIBE" if pattern else b"UNSUBSCRIBE"
-                self.protocol.write_commands([encode_command(command, channel)])
+            self.unsubscribe(channel, kind)
+
+    def subscribe(self, channel: bytes, kind: str) -> None:
+        """Write the subscribe command of ``kind`` for ``channel``, if connected (else the
+        connection subscribes what it holds when it is made)."""
+        if self.protocol is not None:
+            self.protocol.write_commands([encode_command(COMMANDS[kind][0], channel)])
+
+    def unsubscribe(self, channel: bytes, kind: str) -> None:
+        """Write the unsubscribe command of ``kind`` for ``channel``, if connected."""
+        if self.protocol is not None:
+            if kind == SHARDED:
+                self._unsubscribing[channel] = self._unsubscribing.get(channel, 0) + 1
+            self.protocol.write_commands([encode_command(COMMANDS[kind][1], channel)])
+
+    def sunsubscribed(self, channel: bytes) -> None:
+        """A ``sunsubscribe``: ours answered, or a cluster node dropping a channel we still
+        hold there (a single Redis never drops one)."""
+        pending = self._unsubscribing.pop(channel, 0)
+        if pending > 1:
+            self._unsubscribing[channel] = pending - 1
+        if not pending and channel in self.sharded and self.cluster is not None:
+            self.cluster.node_dropped(self, channel)
+
+    def reply_error(self, error: Exception) -> None:
+        """An error answering a (UN)SUBSCRIBE: the cluster's (a MOVED), else logged."""
+        if self.cluster is not None:
+            self.cluster.node_error(self, error)
+            return
+        self.log.error("redis {server} answered with an error: {error}", server=self, error=error)
 
     def dropped(self, channel: bytes, size: int) -> None:
         """A message over the size limit: counted, and logged (the first, then every 100th)."""
@@ -325,10 +344,10 @@ class RedisServerConnection:
                 limit=self.max_message_size, count=stats["messages_dropped_too_large"],
             )
 
-    def deliver(self, batch: list[tuple[bytes, bytes]], pattern: bool = False) -> None:
+    def deliver(self, batch: list[tuple[bytes, bytes]], kind: str = CHANNEL) -> None:
         """The messages of one read, grouped by channel (or by the pattern they matched),
         each group to its subscription."""
-        channels = self.patterns if pattern else self.channels
+        channels = self.channels if kind is CHANNEL else self.subscriptions(kind)
         self.hub.stats["messages_received"] += len(batch)
         if len(batch) == 1:
             name, payload = batch[0]
@@ -346,15 +365,13 @@ class RedisServerConnection:
 
     def listeners(self) -> Iterator[Any]:
         """Every listener of every channel and pattern of this server."""
-        for sub in self.channels.values():
-            yield from sub.listeners()
-        for sub in self.patterns.values():
-            yield from sub.listeners()
+        for kind in (CHANNEL, PATTERN, SHARDED):
+            for sub in self.subscriptions(kind).values():
+                yield from sub.listeners()
 
 
-def show_channel(channel: bytes) -> str:
-    """A channel name for a log line: its text (undecodable bytes escaped), not ``b'...'``."""
-    return channel.decode("utf-8", "backslashreplace")
+#: What the hub holds per address: one server's connection, or a cluster's.
+Server = RedisServerConnection | ClusterConnection
 
 
 class Hub(Service):
@@ -380,7 +397,7 @@ class Hub(Service):
         self.reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor
         self.default_address = default_address
-        self.servers: dict[tuple[object, ...], RedisServerConnection] = {}
+        self.servers: dict[tuple[object, ...], Server] = {}
         #: Seconds a server may stay unreachable before its streams are closed (None: never).
         self.outage_limit = outage_limit
         #: Counters for the log and /metrics, shared with the stream layer and the front.
@@ -388,8 +405,8 @@ class Hub(Service):
             stats if stats is not None else collections.Counter()
         )
         self.max_message_size = max_message_size
-        self.subscription: Callable[[bytes], Subscription] = _no_subscriptions
-        self.events: HubEvents = _NoEvents()
+        self.subscription: Callable[[bytes], Subscription] = no_subscriptions
+        self.events: HubEvents = NoEvents()
         self._implicit_default = implicit_default
 
     def is_implicit_default(self, address: RedisAddress) -> bool:
@@ -411,11 +428,16 @@ class Hub(Service):
         d: defer.Deferred[Any] = defer.DeferredList([s.stop() for s in self.servers.values()])
         return d
 
-    def server(self, address: RedisAddress) -> RedisServerConnection:
-        """The connection for ``address``, created (and started, if running) on first use."""
+    def server(self, address: RedisAddress) -> Server:
+        """The connection for ``address`` (a Redis Cluster's for a ``redis-cluster://``
+        address), created (and started, if running) on first use."""
         server = self.servers.get(address.key)
         if server is None:
-            server = self.servers[address.key] = RedisServerConnection(self, address)
+            if address.kind == "cluster":
+                server = ClusterConnection(self, address, RedisServerConnection)
+            else:
+                server = RedisServerConnection(self, address)
+            self.servers[address.key] = server
             if self.running:
                 server.start()
         return server
@@ -424,15 +446,3 @@ class Hub(Service):
         """Every listener on every server."""
         for server in self.servers.values():
             yield from server.listeners()
-
-
-def _no_subscriptions(channel: bytes) -> Subscription:
-    raise RuntimeError("the hub has no stream layer: set Hub.subscription before use")
-
-
-class _NoEvents:
-    def redis_back(self, server: RedisServerConnection, seconds: float) -> None:
-        pass
-
-    def redis_expired(self, server: RedisServerConnection) -> None:
-        pass

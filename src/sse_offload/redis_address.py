@@ -11,7 +11,9 @@ Accepted forms, the original plugin's first:
 - a unix socket path (anything without ``:``, as uWSGI reads it), ``@name`` for the Linux
   abstract namespace;
 - ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS, certificates
-  verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``.
+  verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``;
+- ``redis-cluster://[[user]:password@]host:port,host:port,...``: a Redis Cluster, by some
+  of its nodes (cluster.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 #: The original plugin's default server, when an action names none.
 DEFAULT_ADDRESS: Final = "127.0.0.1:6379"
@@ -34,13 +36,15 @@ class AddressError(ValueError):
 class RedisAddress:
     """Where a Redis server is, and how to log in. ``key`` identifies a shared connection."""
 
-    kind: str  # "tcp", "tls" or "unix"
+    kind: str  # "tcp", "tls", "unix" or "cluster"
     host: str = ""
     port: int = 0
     path: str = ""
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     db: int | None = None
+    #: ``redis-cluster://`` seed nodes, ``(host, port)``; ``path`` holds them as text.
+    seeds: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> tuple[object, ...]:
@@ -50,6 +54,8 @@ class RedisAddress:
     def __str__(self) -> str:
         if self.kind == "unix":
             return self.path
+        if self.kind == "cluster":
+            return f"redis-cluster://{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         prefix = "rediss://" if self.kind == "tls" else ""
         return f"{prefix}{host}:{self.port}"
@@ -63,6 +69,10 @@ class RedisAddress:
         if self.kind == "unix":
             query = f"?db={self.db}" if self.db is not None else ""
             return f"unix://{auth}{self.path}{query}"
+        if self.kind == "cluster":
+            if self.password is not None:  # a "," or "@" in it must not end the userinfo
+                auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+            return f"redis-cluster://{auth}{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         db = f"/{self.db}" if self.db is not None else ""
         scheme = "rediss" if self.kind == "tls" else "redis"
@@ -97,6 +107,8 @@ def parse_address(text: str) -> RedisAddress:
     if "\x00" in text[1:]:
         raise AddressError(f"NUL byte in Redis address {original!r}")
     lowered = text.lower()
+    if lowered.startswith("redis-cluster://"):
+        return _parse_cluster(text)
     if lowered.startswith(("redis://", "rediss://")):
         parts = urlsplit(text)
         if not parts.hostname:
@@ -150,3 +162,34 @@ def parse_address(text: str) -> RedisAddress:
     if text.startswith("@"):
         return RedisAddress(kind="unix", path="\0" + text[1:])
     return RedisAddress(kind="unix", path=os.path.abspath(text))
+
+
+def _parse_cluster(text: str) -> RedisAddress:
+    """``redis-cluster://[[user]:password@]h1:p1,h2:p2,...``: the seed nodes a cluster's
+    slot map is first asked of (any one reachable is enough; the map names the others).
+    No db (a cluster has only db 0) and no query string."""
+    rest = text[len("redis-cluster://"):]
+    auth, at, hosts = rest.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    hosts = hosts.removesuffix("/")
+    if any(c in hosts for c in "/?#"):
+        raise AddressError(
+            f"a Redis Cluster address is redis-cluster://[[user]:password@]host:port,... "
+            f"with no db or options, got {text!r}"
+        )
+    seeds: dict[tuple[str, int], None] = {}
+    for seed in hosts.split(","):
+        if not seed:
+            raise AddressError(f"empty seed node in Redis Cluster address {text!r}")
+        bare = (seed.startswith("[") and seed.endswith("]")) or ":" not in seed
+        node = parse_address(f"{seed}:{DEFAULT_PORT}" if bare else seed)
+        if node.kind != "tcp" or not node.host:
+            raise AddressError(f"expected host:port seed nodes in {text!r}, got {seed!r}")
+        seeds[(node.host.lower(), node.port)] = None
+    shown = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in seeds)
+    return RedisAddress(kind="cluster", path=shown, username=username, password=password,
+                        seeds=tuple(seeds))

@@ -2,7 +2,9 @@
 
 txredisapi's command protocol (AUTH, SELECT, its reply queue) with replies parsed by one
 hiredis reader and left as bytes. The Redis Streams reader (redis_streams.py) holds two:
-one blocked in ``XREAD``, one for every other command.
+one blocked in ``XREAD``, one for every other command; the publish endpoint one (to a
+cluster, one per node: cluster_commands.py). A cluster's map is asked for over this
+protocol too (cluster_probe.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .pubsub import backoff_delay
 from .redis_address import RedisAddress
 from .redis_protocol import client_endpoint
-from .timers import cancel
+from .timers import backoff_delay, cancel
 
 #: A command unanswered this long aborts its connection.
 REPLY_TIMEOUT: Final = 5.0

@@ -1,8 +1,9 @@
 """The hub's Redis connection: txredisapi's subscriber protocol fed by a hiredis reader.
 
 pubsub.py's :class:`~sse_offload.pubsub.RedisServerConnection` owns one of these per
-server and decides what to do with what it reads (:class:`ProtocolOwner`); this module only
-speaks RESP: it connects, authenticates, writes (UN)SUBSCRIBE and PING, and parses replies.
+server (and one per node of a Redis Cluster, cluster.py) and decides what to do with what it
+reads (:class:`ProtocolOwner`); this module only speaks RESP: it connects, authenticates,
+writes (UN)SUBSCRIBE and PING, and parses replies.
 txredisapi's pure-Python reply parser managed about 8,000 messages a second when measured,
 hiredis's C parser far more, so replies are parsed here with hiredis.
 """
@@ -25,6 +26,21 @@ from .redis_address import RedisAddress
 #: Connect timeout for a Redis server; a SYN to a dead host should not stall a retry for long.
 CONNECT_TIMEOUT: Final = 5.0
 
+#: The kinds of subscription, each named after the command that makes it: a channel
+#: (``PUBLISH`` publishers), a glob pattern, and a sharded channel (``SPUBLISH`` publishers;
+#: Redis 7 and later). In a Redis Cluster a sharded channel lives on the master that owns its
+#: slot, where the others reach every node.
+CHANNEL: Final = "subscribe"
+PATTERN: Final = "psubscribe"
+SHARDED: Final = "ssubscribe"
+KINDS: Final = (CHANNEL, PATTERN, SHARDED)
+#: The (subscribe, unsubscribe) commands of each kind.
+COMMANDS: Final = {
+    CHANNEL: (b"SUBSCRIBE", b"UNSUBSCRIBE"),
+    PATTERN: (b"PSUBSCRIBE", b"PUNSUBSCRIBE"),
+    SHARDED: (b"SSUBSCRIBE", b"SUNSUBSCRIBE"),
+}
+
 
 class ProtocolOwner(Protocol):
     """What the connection reports to (pubsub.RedisServerConnection)."""
@@ -37,9 +53,17 @@ class ProtocolOwner(Protocol):
 
     def connection_lost(self, p: HubProtocol, reason: Failure) -> None: ...
 
-    def deliver(self, batch: list[tuple[bytes, bytes]], pattern: bool = False) -> None: ...
+    def deliver(self, batch: list[tuple[bytes, bytes]], kind: str = CHANNEL) -> None: ...
 
     def dropped(self, channel: bytes, size: int) -> None: ...
+
+    def sunsubscribed(self, channel: bytes) -> None:
+        """A ``sunsubscribe`` came: the answer to ours, or Redis dropping the sharded
+        channel itself (its slot moved to another node, or this node became a replica)."""
+
+    def reply_error(self, error: Exception) -> None:
+        """An error reply once the connection is ready: a ``MOVED`` answering an
+        SSUBSCRIBE in a cluster, or a command this server refused."""
 
     def log_failure(self, failure: Failure, why: str) -> None: ...
 
@@ -52,7 +76,9 @@ def encode_command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-_CONFIRMATIONS: Final = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe")
+_CONFIRMATIONS: Final = (
+    b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"ssubscribe", b"sunsubscribe"
+)
 
 
 class HubProtocol(txredisapi.SubscriberProtocol):
@@ -91,7 +117,9 @@ class HubProtocol(txredisapi.SubscriberProtocol):
         reader = self._hub_reader
         reader.feed(data)
         batch: list[tuple[bytes, bytes]] = []
+        sharded: list[tuple[bytes, bytes]] = []  # smessage: a sharded channel's
         matched: list[tuple[bytes, bytes]] = []  # (pattern, payload) of PSUBSCRIBE matches
+        limit = self.server.max_message_size
         while True:
             try:
                 reply = reader.gets()
@@ -103,13 +131,22 @@ class HubProtocol(txredisapi.SubscriberProtocol):
                 break
             if reply is False:
                 break
-            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
-                if len(reply[2]) > self.server.max_message_size:
+            if type(reply) is not list:
+                self._other_reply(reply)
+                continue
+            head = reply[0] if reply else None
+            if head == b"message" and len(reply) == 3:
+                if len(reply[2]) > limit:
                     self.server.dropped(reply[1], len(reply[2]))
                     continue
                 batch.append((reply[1], reply[2]))
-            elif type(reply) is list and len(reply) == 4 and reply[0] == b"pmessage":
-                if len(reply[3]) > self.server.max_message_size:
+            elif head == b"smessage" and len(reply) == 3:
+                if len(reply[2]) > limit:
+                    self.server.dropped(reply[1], len(reply[2]))
+                    continue
+                sharded.append((reply[1], reply[2]))
+            elif head == b"pmessage" and len(reply) == 4:
+                if len(reply[3]) > limit:
                     self.server.dropped(reply[2], len(reply[3]))
                     continue
                 matched.append((reply[1], reply[3]))
@@ -117,16 +154,20 @@ class HubProtocol(txredisapi.SubscriberProtocol):
                 self._other_reply(reply)
         if batch:
             self.server.deliver(batch)
+        if sharded:
+            self.server.deliver(sharded, SHARDED)
         if matched:
-            self.server.deliver(matched, pattern=True)
+            self.server.deliver(matched, PATTERN)
 
     def _other_reply(self, reply: object) -> None:
         if type(reply) is list and reply and reply[0] in _CONFIRMATIONS:
+            if reply[0] == b"sunsubscribe" and len(reply) == 3:
+                self.server.sunsubscribed(reply[1])
             return
-        if isinstance(reply, txredisapi.ResponseError) and not self.replyQueue.waiting:
-            self.server.log.error(
-                "redis {server} answered with an error: {error}", server=self.server, error=reply
-            )
+        if isinstance(reply, txredisapi.ResponseError) and self._ready:
+            # Once AUTH is done the only command waiting for a reply is a PING, which
+            # never answers with an error: an error answers a (UN)SUBSCRIBE.
+            self.server.reply_error(reply)
             return
         self.replyQueue.put(reply)
 
@@ -171,7 +212,10 @@ class HubFactory(protocol.Factory):
 
 
 def client_endpoint(reactor: object, address: RedisAddress) -> IStreamClientEndpoint:
-    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate)."""
+    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate).
+    Raises ValueError for a cluster address: a cluster is reached through its nodes'."""
+    if address.kind == "cluster":
+        raise ValueError(f"{address} is a Redis Cluster: connect to one of its nodes")
     if address.kind == "unix":
         return UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
     endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=CONNECT_TIMEOUT)

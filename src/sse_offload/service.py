@@ -16,10 +16,13 @@ from .backends.upstream import UpstreamBackend, UpstreamSpec
 from .backends.wsgi import AppSpec, WSGIBackend, load_app
 from .broadcast import Broadcaster
 from .channel import deadline_channel_factory
+from .cluster_probe import node_address
 from .config import Config, RulesError, load_rules
+from .config.actions import OFFLOAD_ACTIONS
+from .config.values import parse_kvlist
 from .front import GatewaySite
 from .gateway import Gateway
-from .mirror import Mirror, MirrorError, parse_mirror
+from .mirror import Mirror, MirrorError, MirrorSpec, parse_mirror
 from .options import ConfigurationError, Limits, StreamAccess
 from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
@@ -145,17 +148,55 @@ def build_backend(
     return None
 
 
-def build_mirrors(config: Config, streams: Broadcaster, default: RedisAddress) -> list[Mirror]:
-    """The ``mirror`` keys of the rules file (mirror.py); ConfigurationError if bad."""
-    mirrors = []
+def mirror_specs(config: Config, default: RedisAddress) -> list[tuple[MirrorSpec, RedisAddress]]:
+    """The ``mirror`` keys of the rules file (mirror.py) and their servers;
+    ConfigurationError if one is bad, or names a Redis Cluster."""
+    specs = []
     for text in config.values("mirror"):
         try:
             spec = parse_mirror(text)
             address = parse_address(spec.server) if spec.server else default
         except (MirrorError, AddressError) as e:
             raise ConfigurationError(f"{config.path}: mirror = {text}: {e}") from None
-        mirrors.append(Mirror(streams, address, spec))
-    return mirrors
+        if address.kind == "cluster":
+            raise ConfigurationError(f"{config.path}: mirror = {text}: {NO_STREAMS_ON_CLUSTER}")
+        specs.append((spec, address))
+    return specs
+
+
+def build_mirrors(config: Config, streams: Broadcaster, default: RedisAddress) -> list[Mirror]:
+    """The mirrors of the rules file, over ``streams``; ConfigurationError if one is bad."""
+    return [Mirror(streams, address, spec) for spec, address in mirror_specs(config, default)]
+
+
+#: Why Redis Streams mode and the mirror refuse a Redis Cluster: one reader runs XREAD over
+#: every key of a server, and a cluster spreads keys over its masters (a command over keys of
+#: different slots is refused), with no reader per master yet.
+NO_STREAMS_ON_CLUSTER = (
+    "Redis Streams (stream=, mirror) do not run on a Redis Cluster address; name a single "
+    "Redis with server= for them"
+)
+
+
+def check_cluster_use(config: Config, default: RedisAddress) -> None:
+    """Refuse at start-up what does not run on a Redis Cluster: a ``stream=`` written in a
+    rule whose server (``server=``, else the default) is a cluster, and a ``mirror`` to
+    one. Raises ConfigurationError naming the rule."""
+    for rule in config.all_rules():
+        action = rule.action
+        if action is None or action.name not in OFFLOAD_ACTIONS or "=" not in action.arg:
+            continue
+        items = parse_kvlist(action.arg)
+        server = items.get("server")
+        if "stream" not in items or (server is not None and "$" in server):
+            continue
+        try:
+            address = parse_address(server) if server is not None else default
+        except AddressError:
+            continue  # literal_addresses() reports it
+        if address.kind == "cluster":
+            raise ConfigurationError(f"{rule.pos}: {action}: {NO_STREAMS_ON_CLUSTER}")
+    mirror_specs(config, default)
 
 
 @dataclass
@@ -300,6 +341,12 @@ class GatewayService(service.MultiService):
             return self.embedded.mule_environment()
         a = self.redis_address
         assert a is not None
+        if a.kind == "cluster":
+            # A mule's Redis client may know nothing of clusters: a node for it, and the
+            # whole address in REDIS_CLUSTER for one that does.
+            node = node_address(a, a.seeds[0])
+            return {"REDIS_URL": node.url, "REDIS_SERVER": f"{node.host}:{node.port}",
+                    "REDIS_CLUSTER": a.url}
         server_text = f"{a.host}:{a.port}" if a.kind == "tls" else str(a)
         return {"REDIS_URL": a.url, "REDIS_SERVER": server_text}
 

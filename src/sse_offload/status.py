@@ -25,9 +25,9 @@ from .pubsub import show_channel
 #: channels, and the totals say how many more there are.
 TOP_CHANNELS: Final = 100
 
-#: The row kinds of the channel table: a SUBSCRIBE channel, a PSUBSCRIBE pattern, a Redis
-#: Stream key.
-CHANNEL, PATTERN, STREAM = "channel", "pattern", "stream"
+#: The row kinds of the channel table: a SUBSCRIBE channel, a PSUBSCRIBE pattern, an
+#: SSUBSCRIBE (sharded) channel, a Redis Stream key.
+CHANNEL, PATTERN, SHARDED, STREAM = "channel", "pattern", "sharded", "stream"
 
 #: Keys of a snapshot that change without anything happening (the time it was made): a
 #: snapshot that differs from the last one only there is not sent again.
@@ -42,6 +42,9 @@ class PubSubServer(Protocol):
 
     @property
     def patterns(self) -> Mapping[bytes, Sized]: ...
+
+    @property
+    def sharded(self) -> Mapping[bytes, Sized]: ...
 
     def describe(self) -> dict[str, object]: ...
 
@@ -108,11 +111,13 @@ def channel_table(listings: Iterable[Listing], limit: int = TOP_CHANNELS) -> dic
 def listings(
     servers: Iterable[PubSubServer], stream_servers: Iterable[StreamsServer]
 ) -> Iterable[Listing]:
-    """Every server's channels, patterns and stream keys, from the hub's public listing."""
+    """Every server's channels, patterns, sharded channels and stream keys, from the hub's
+    public listing."""
     for server in servers:
         address = str(server.describe()["address"])
         yield address, CHANNEL, server.channels
         yield address, PATTERN, server.patterns
+        yield address, SHARDED, server.sharded
     for streams in stream_servers:
         yield str(streams.describe()["address"]), STREAM, streams.keys
 

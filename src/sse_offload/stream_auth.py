@@ -87,7 +87,7 @@ def authorize(
         return UNAUTHORIZED + e.reason
     if claims.expires is not None and now >= claims.expires:
         return UNAUTHORIZED + "token expired"
-    for name in (*target.channels, *target.streams):
+    for name in (*target.channels, *target.sharded, *target.streams):
         if not claims.may_subscribe(name):
             return FORBIDDEN + f"the token does not grant {name!r}"
     for pattern in target.patterns:

@@ -32,6 +32,7 @@ from .service import (
     GatewayService,
     build_backend,
     build_gateway,
+    check_cluster_use,
     literal_addresses,
 )
 from .stream_auth import check_key
@@ -98,6 +99,7 @@ def makeService(options: Options) -> service.MultiService:
         settings = resolve_settings(options, config)
         literal_addresses(config)
         check_key(config, settings.access.key)
+        check_cluster_use(config, settings.redis)
         publishing = resolve_publish(options, config, settings.limits)
     except ConfigurationError as e:
         _fail(str(e))

@@ -65,16 +65,16 @@ def _capture_source(rule: Rule) -> re.Pattern[str] | None:
 
 
 def _channel_parts(arg: str) -> tuple[list[Part], bool] | None:
-    """The parts the channel of an offload argument is made of, and whether it is the
-    key=value form (the first of its names: ``subscribe``, ``psubscribe``, ``stream``, ...).
-    None for a key=value list that names nothing to listen to (always a 500)."""
+    """The parts the channel of an offload argument is made of (its first source:
+    ``subscribe``, ``psubscribe``, ``ssubscribe`` or ``stream``), and whether it is the
+    key=value form. None for a key=value list with none of them (always a 500)."""
     parts = template_parts(arg)
     if any(p.kind == "text" and "=" in p.value for p in parts):
         items = parse_kvlist(arg)
-        names = next((items[key] for key in LIST_KEYS if key in items), None)
-        if names is None:
+        source = next((items[key] for key in LIST_KEYS if key in items), None)
+        if source is None:
             return None
-        return template_parts(names), True
+        return template_parts(source), True
     return parts, False
 
 

@@ -94,9 +94,11 @@ def parse_kvlist(text: str) -> dict[str, str]:
 #: The keys of an sse argument that uWSGI's plugin knows; ours (:data:`OWN_KEYS`) must be
 #: written in the rule itself, never come out of a request var (see parse_sse_arg).
 PLUGIN_KEYS = frozenset({"server", "subscribe", "buffer_size"})
-OWN_KEYS = frozenset({"gap", "psubscribe", "stream", "envelope", "reset", "history", "auth"})
+OWN_KEYS = frozenset(
+    {"gap", "psubscribe", "ssubscribe", "stream", "envelope", "reset", "history", "auth"}
+)
 #: Keys whose value may list several names, ``;``-separated.
-LIST_KEYS = ("subscribe", "psubscribe", "stream")
+LIST_KEYS = ("subscribe", "psubscribe", "ssubscribe", "stream")
 
 
 class TargetError(ValueError):
@@ -109,8 +111,8 @@ class SseTarget:
 
     ``server`` None means "the configured default"; ``channel`` None means nothing to
     listen to was given (the request cannot be served); otherwise it names the sources for
-    log lines. A stream listens to pub/sub ``channels`` and ``patterns``, or to Redis
-    Streams (``streams``), never both kinds.
+    log lines. A stream listens to pub/sub ``channels``, ``patterns`` and ``sharded``
+    channels (SSUBSCRIBE), or to Redis Streams (``streams``), never both kinds.
     """
 
     channel: str | None
@@ -123,10 +125,13 @@ class SseTarget:
     envelope: bool = False  # payloads are JSON envelopes (events.parse_envelope)
     reset: str = "reset"  # the event name when a Last-Event-ID cannot be resumed
     history: int = 0  # a fresh client of a Redis Stream first gets this many past entries
+    sharded: tuple[str, ...] = ()  # sharded channels (SSUBSCRIBE; SPUBLISH publishers)
     auth: str | None = None  # "jwt": the client needs a token granting every name
 
     def names(self) -> tuple[str, ...]:
-        return self.channels + self.patterns + self.streams
+        """Every channel, pattern, sharded channel and stream key, in the rule's order of
+        keys."""
+        return self.channels + self.patterns + self.sharded + self.streams
 
 
 def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
@@ -136,8 +141,8 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
     Without ``=`` the whole string is the channel (even empty); otherwise it is a kvlist
     with the plugin's keys ``server``, ``subscribe`` and ``buffer_size``, and ours:
     ``gap=event`` (a named ``gap`` event after a Redis outage instead of a comment),
-    ``psubscribe`` (glob patterns), ``stream`` (Redis Streams, resumable),
-    ``envelope=json``, ``reset=NAME``, ``history=N`` and ``auth=jwt``.
+    ``psubscribe`` (glob patterns), ``ssubscribe`` (sharded channels), ``stream`` (Redis
+    Streams, resumable), ``envelope=json``, ``reset=NAME``, ``history=N`` and ``auth=jwt``.
 
     A value from a request var must not change what the rule asks for: our keys must be
     in the template, and a value is split on ``;`` into several names only when the
@@ -153,8 +158,8 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
     for key in items.keys() & OWN_KEYS - written.keys():
         raise TargetError(f"{key}= came from a request var; it must be written in the rule")
     lists = {key: _names(key, items, written) for key in LIST_KEYS if key in items}
-    if "stream" in lists and ("subscribe" in lists or "psubscribe" in lists):
-        raise TargetError("stream= cannot be mixed with subscribe= or psubscribe=")
+    if "stream" in lists and len(lists) > 1:
+        raise TargetError("stream= cannot be mixed with subscribe=, psubscribe= or ssubscribe=")
     envelope = items.get("envelope", "")
     if envelope not in ("", "json"):
         raise TargetError(f"envelope={envelope}: the only envelope is json")
@@ -181,6 +186,7 @@ def parse_sse_arg(expanded: str, template: str | None = None) -> SseTarget:
         envelope == "json",
         items.get("reset") or "reset",
         int(history),
+        lists.get("ssubscribe", ()),
         auth,
     )
 

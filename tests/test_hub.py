@@ -9,9 +9,9 @@ import pytest
 import pytest_twisted
 from twisted.internet import task
 
-from sse_offload.pubsub import BACKOFF_MAX, backoff_delay
 from sse_offload.redis_address import parse_address
 from sse_offload.sse import GAP_COMMENT, Mode, http_chunk
+from sse_offload.timers import BACKOFF_MAX, backoff_delay
 from twisted_helpers import eventually, make_streams, subscribe
 
 

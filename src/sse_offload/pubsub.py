@@ -18,7 +18,6 @@ too long) is the stream layer's business: the hub tells its :class:`HubEvents`.
 from __future__ import annotations
 
 import collections
-import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, Protocol
 
@@ -30,15 +29,8 @@ from twisted.python.failure import Failure
 
 from .redis_address import RedisAddress
 from .redis_protocol import HubFactory, HubProtocol, client_endpoint, encode_command
-from .timers import cancel
+from .timers import backoff_delay, cancel
 
-# Reconnect backoff: start 0.5 s, x1.5, +-10 % jitter, cap 10 s. The cap matches
-# txredisapi's maxDelay; the start is half of its 1 s so a blip costs little, and the jitter
-# keeps many gateway processes from reconnecting to a restarted Redis in the same instant.
-BACKOFF_INITIAL: Final = 0.5
-BACKOFF_FACTOR: Final = 1.5
-BACKOFF_JITTER: Final = 0.10
-BACKOFF_MAX: Final = 10.0
 #: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
 #: connection is dropped and made again: txredisapi has no health check, and a half-open TCP
 #: connection (a Redis host that vanished) would otherwise look alive until the kernel's
@@ -49,12 +41,6 @@ PING_INTERVAL: Final = 10.0
 #: hostile publish must not cost every listener a copy in its kernel buffer.
 DEFAULT_MAX_MESSAGE: Final = 1 << 20
 PING_TIMEOUT: Final = 5.0
-
-
-def backoff_delay(attempt: int, rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait before reconnect attempt ``attempt`` (0 for the first retry)."""
-    base = min(BACKOFF_MAX, BACKOFF_INITIAL * BACKOFF_FACTOR**min(attempt, 64))
-    return base * (1 + BACKOFF_JITTER * (2 * rand() - 1))
 
 
 class Subscription(Protocol):

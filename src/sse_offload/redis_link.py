@@ -17,10 +17,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .pubsub import backoff_delay
 from .redis_address import RedisAddress
 from .redis_protocol import client_endpoint
-from .timers import cancel
+from .timers import backoff_delay, cancel
 
 #: A command unanswered this long aborts its connection.
 REPLY_TIMEOUT: Final = 5.0

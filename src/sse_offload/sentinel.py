@@ -1,0 +1,426 @@
+"""Redis Sentinel: connecting to the master the sentinels name, and following failovers.
+
+A ``redis-sentinel://`` address (redis_address.py) names sentinels and a master name, not
+a server. ``redis_protocol.client_endpoint`` gives, for such an address, a
+:class:`SentinelEndpoint`, so every connection the gateway makes to it (the hub's
+subscriber, the Streams reader and control links, the publish endpoint's and the mirror's
+links) finds the master the same way, and each owner keeps its own retry loop, backoff and
+outage handling:
+
+1. **Discovery.** The sentinels are asked in turn ``SENTINEL get-master-addr-by-name``; one
+   that does not answer within SENTINEL_TIMEOUT, answers nil (it does not know the name) or
+   answers nonsense is skipped. The first that answers is asked first next time; one whose
+   master turns out unusable is asked last. None answering: the connect fails, saying why
+   for each sentinel, and the owner backs off as for any Redis that is down.
+2. **Verification.** On the connection to the master named, before the owner's protocol
+   sees it, ``AUTH`` (the master's credentials) and ``ROLE``: a server that is not a master
+   (a demoted master, or a sentinel whose view is behind) is refused. Then the connection
+   is handed to the owner's protocol, which logs in and subscribes as it would anywhere.
+3. **Failovers.** One :class:`SwitchWatcher` per address per process is subscribed to
+   ``+switch-master`` on one sentinel (the next one when it loses it, with the hub's
+   backoff). On a switch of our master every connection that is not to the new master is
+   dropped, so its owner reconnects, finding the new master, at once rather than when a
+   PING or TCP times out; a demoted master stays a master for seconds after the switch
+   (until the sentinels reconfigure it), so without this the hub would stay subscribed to
+   it. A switch the watcher missed (it was reconnecting) is caught when it subscribes
+   again: it asks the sentinels and drops what is not connected to their answer. A master
+   that dies drops its connections itself; a connect that then finds nobody at the old
+   address waits up to SWITCH_WAIT for the sentinels' switch before it fails.
+
+What a failover loses is the owners' business, as for any outage: pub/sub messages
+published meanwhile are gone (the stream layer sends its gap notice), Streams-mode readers
+go on from their last id on the new master.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocol,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTime,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint as IEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .redis_address import RedisAddress
+from .resp import RedisReplyError, RespClient
+from .sentinel_watch import SENTINEL_TIMEOUT, SwitchWatcher, Target, master_address, show, why
+from .timers import cancel
+
+log = Logger(namespace="sse_offload.sentinel")
+
+#: AUTH and ROLE on the master named must be answered within this (the hub's PING timeout).
+ROLE_TIMEOUT: Final = 5.0
+#: A connect that finds the master named gone waits this long for the sentinels to switch.
+#: An elected failover takes down-after-milliseconds (often 5 to 30 s) plus an election, so
+#: this catches the switches of a fast configuration; a slower one is caught by the retry.
+SWITCH_WAIT: Final = 5.0
+#: The watcher outlives the address's last connection by this much: a switch drops every
+#: connection, and their owners come back after the hub's first backoff (0.5 s).
+WATCH_LINGER: Final = 2.0
+
+PlainEndpoint = Callable[[Any, RedisAddress], IEndpoint]
+
+
+class SentinelError(Exception):
+    """No usable master: no sentinel named one, or the one named refused us. The message
+    says why, sentinel by sentinel."""
+
+
+class NotMaster(SentinelError):
+    """The server the sentinels named is not (or no longer) a master."""
+
+
+def _auth(username: str | None, password: str) -> tuple[bytes, ...]:
+    secret = password.encode()
+    return (b"AUTH", username.encode(), secret) if username else (b"AUTH", secret)
+
+
+class _Quiet(protocol.Factory):
+    noisy = False  # every connect would log "Starting factory"
+
+
+class SentinelGroup:
+    """The sentinels of one address in this process: which master they name, the
+    connections made to it (:class:`MasterConnection`) and the :class:`SwitchWatcher`.
+
+    The watcher runs while a connection or a connect exists, and WATCH_LINGER after.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: RedisAddress,
+        plain: PlainEndpoint,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.address = address
+        self.name = address.master_name.encode()
+        self._plain = plain
+        #: Asked in this order: the last that answered first, the last that misled last.
+        self.sentinels: list[Target] = list(address.sentinels)
+        self.master: Target | None = None  # as the sentinels last named it
+        self.switches = 0  # +switch-master of our master seen, or missed ones found
+        self.connections: dict[MasterConnection, Target] = {}
+        self.watcher = SwitchWatcher(self)
+        self._users = 0  # connections and connects
+        self._linger: IDelayedCall | None = None
+        self._switch_waiters: list[defer.Deferred[bool]] = []
+        if IReactorCore.providedBy(reactor):
+            # The reactor closes every connection when it stops: the watcher's loss then is
+            # no news, so it goes first, quietly.
+            reactor.addSystemEventTrigger("before", "shutdown", self.stop)
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    def describe(self) -> dict[str, Any]:
+        """What a status page shows: ``master`` (``host:port`` or None), the sentinels in
+        the order they are asked, the one ``watching`` for switches, ``switches`` seen and
+        open ``connections``."""
+        return {
+            "master": show(self.master) if self.master else None,
+            "sentinels": [show(s) for s in self.sentinels],
+            "watching": show(self.watcher.sentinel) if self.watcher.sentinel else None,
+            "switches": self.switches,
+            "connections": len(self.connections),
+        }
+
+    def stop(self) -> defer.Deferred[None]:
+        """Stop the watcher now (it would stop WATCH_LINGER after the last connection)."""
+        cancel(self._linger)
+        self._linger = None
+        return self.watcher.stop()
+
+    def _use(self) -> None:
+        self._users += 1
+        cancel(self._linger)
+        self._linger = None
+        self.watcher.start()
+
+    def _release(self) -> None:
+        self._users -= 1
+        if self._users == 0 and self._linger is None:
+            self._linger = self.clock.callLater(WATCH_LINGER, self.stop)
+
+    # --- discovery ----------------------------------------------------------------------
+    async def resolve(self) -> tuple[Target, Target]:
+        """(master, the sentinel that named it); raises SentinelError when none does."""
+        problems: list[str] = []
+        for sentinel in list(self.sentinels):
+            try:
+                d = defer.Deferred.fromCoroutine(self._ask(sentinel))
+                reply = await d.addTimeout(SENTINEL_TIMEOUT, self.clock)
+            except defer.CancelledError:
+                raise
+            except Exception as e:
+                problems.append(f"sentinel {show(sentinel)}: {why(e)}")
+                continue
+            target = master_address(reply)
+            if target is None:
+                said = "does not know it" if reply is None else f"answered {reply!r}"
+                problems.append(f"sentinel {show(sentinel)} {said}")
+                continue
+            if problems:
+                log.warn(
+                    "{address}: skipped {problems}", address=self, problems="; ".join(problems)
+                )
+            self.sentinels.remove(sentinel)
+            self.sentinels.insert(0, sentinel)
+            return target, sentinel
+        raise SentinelError(
+            f"no sentinel names master {self.address.master_name!r}: {'; '.join(problems)}"
+        )
+
+    async def _ask(self, sentinel: Target) -> Any:
+        client = await self.connect_sentinel(sentinel, RespClient())
+        try:
+            return await client.command(b"SENTINEL", b"get-master-addr-by-name", self.name)
+        finally:
+            client.transport.loseConnection()
+
+    async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient:
+        """``client`` connected to ``sentinel`` and logged in (``?sentinel_password=``)."""
+        factory = _Quiet.forProtocol(lambda: client)
+        endpoint = self._plain(self.reactor, RedisAddress("tcp", *sentinel))
+        await endpoint.connect(factory)
+        a = self.address
+        if a.sentinel_password is not None:
+            try:
+                await client.command(*_auth(a.sentinel_username, a.sentinel_password))
+            except BaseException:
+                client.transport.abortConnection()
+                raise
+        return client
+
+    # --- connecting -------------------------------------------------------------------------
+    async def connect(self, factory: IProtocolFactory) -> IProtocol:
+        """A connection to the master, verified, with ``factory``'s protocol on it."""
+        self._use()
+        try:
+            while True:
+                target, sentinel = await self.resolve()
+                seen = self.switches
+                try:
+                    return await self._connect_to(target, factory, seen)
+                except (error.ConnectError, error.ConnectionLost, error.ConnectionDone,
+                        defer.TimeoutError, NotMaster) as e:
+                    problem = e
+                # The sentinel named a master we cannot use: ask the others first next time,
+                # and give the sentinels a moment to switch.
+                if sentinel in self.sentinels and len(self.sentinels) > 1:
+                    self.sentinels.remove(sentinel)
+                    self.sentinels.append(sentinel)
+                if not await self._switch_after(seen):
+                    raise SentinelError(
+                        f"master {show(target)} (named by sentinel {show(sentinel)}): "
+                        f"{why(problem)}"
+                    )
+        finally:
+            self._release()
+
+    async def _connect_to(self, target: Target, factory: IProtocolFactory, seen: int) -> IProtocol:
+        checking = _MasterCheckFactory(self, factory, target, seen)
+        endpoint = self._plain(self.reactor, RedisAddress("tcp", *target))
+        conn = cast(MasterConnection, await endpoint.connect(checking))
+        result: IProtocol = await conn.verified.addTimeout(ROLE_TIMEOUT, self.clock)
+        return result
+
+    def _switch_after(self, seen: int) -> defer.Deferred[bool]:
+        """True once a switch comes after ``seen`` switches (at once if it came already);
+        False after SWITCH_WAIT without one."""
+        if self.switches != seen:
+            return defer.succeed(True)
+        d: defer.Deferred[bool] = defer.Deferred(self._switch_waiters.remove)
+        self._switch_waiters.append(d)
+        d.addTimeout(SWITCH_WAIT, self.clock, onTimeoutCancel=lambda *_: False)
+        return d
+
+    def connection_made(self, conn: MasterConnection, target: Target) -> None:
+        """A verified connection to ``target`` is in use."""
+        if target != self.master:
+            log.info("{address}: the master is {master}", address=self, master=show(target))
+            self.master = target
+        self.connections[conn] = target
+        self._use()
+
+    def connection_gone(self, conn: MasterConnection) -> None:
+        if self.connections.pop(conn, None) is not None:
+            self._release()
+
+    # --- failovers ----------------------------------------------------------------------------
+    def switched(self, new: Target, why: str) -> None:
+        """The master is ``new`` now: drop every connection to another server (their owners
+        reconnect, finding ``new``), and wake the connects that wait for a switch."""
+        self.switches += 1
+        self.master = new
+        stale = [c for c, target in self.connections.items() if target != new]
+        log.warn(
+            "{address}: {why}: the master is {master}; dropping {count} connection(s) to "
+            "the old one, they reconnect to the new master",
+            address=self, why=why, master=show(new), count=len(stale),
+        )
+        for conn in stale:
+            conn.transport.abortConnection()
+        waiters, self._switch_waiters = self._switch_waiters, []
+        for d in waiters:
+            d.callback(True)
+
+    def reconcile(self) -> None:
+        """Ask the sentinels which master is current, and treat an answer that is not where
+        the connections are as a switch (one the watcher missed while it reconnected)."""
+
+        def check(result: tuple[Target, Target]) -> None:
+            target = result[0]
+            if any(t != target for t in self.connections.values()):
+                self.switched(target, "the sentinels name another master (a switch missed)")
+            elif not self.connections:
+                self.master = target
+
+        def failed(failure: Failure) -> None:
+            log.warn("{address}: {why}", address=self, why=why(failure))
+
+        defer.Deferred.fromCoroutine(self.resolve()).addCallbacks(check, failed)
+
+
+class MasterConnection(protocol.Protocol):
+    """A connection to the master named: AUTH and ROLE first, then the owner's protocol
+    (``verified`` fires with it), to which every later byte and the loss are passed on.
+
+    Its transport is the owner's protocol's too, so the owner closes it as any other.
+    """
+
+    transport: Any  # a TCP transport once connected
+
+    def __init__(
+        self,
+        group: SentinelGroup,
+        factory: IProtocolFactory,
+        addr: Any,
+        target: Target,
+        seen: int,
+    ) -> None:
+        self.group, self.factory, self.addr = group, factory, addr
+        self.target, self.seen = target, seen
+        self.inner: IProtocol | None = None
+        self.client = RespClient()
+        self.verified: defer.Deferred[IProtocol] = defer.Deferred(
+            lambda _: self.transport.abortConnection()
+        )
+
+    def connectionMade(self) -> None:
+        self.client.makeConnection(self.transport)
+        check = defer.Deferred.fromCoroutine(self._check())
+        check.addCallbacks(self._passed, self._failed)
+
+    async def _check(self) -> None:
+        a = self.group.address
+        where = f"master {show(self.target)}"
+        if a.password is not None:
+            try:
+                await self.client.command(*_auth(a.username, a.password))
+            except RedisReplyError as e:
+                raise SentinelError(f"{where} refused AUTH: {e}") from None
+        try:
+            role = await self.client.command(b"ROLE")
+        except RedisReplyError as e:
+            raise SentinelError(f"{where}: {e}") from None
+        if not (isinstance(role, list) and role and role[0] == b"master"):
+            said = role[0].decode("ascii", "replace") if isinstance(role, list) and role else role
+            raise NotMaster(f"{where} is a {said}, not a master (the sentinels are behind)")
+        if self.group.switches != self.seen and self.group.master != self.target:
+            raise NotMaster(f"{where}: the sentinels switched to {show(self.group.master)}")
+
+    def _passed(self, _: None) -> None:
+        if self.verified.called:  # cancelled meanwhile
+            return
+        inner = self.factory.buildProtocol(self.addr)
+        if inner is None:
+            self.transport.abortConnection()
+            self.verified.errback(SentinelError("the connection's owner refused it"))
+            return
+        self.inner = inner
+        self.group.connection_made(self, self.target)
+        inner.makeConnection(self.transport)
+        self.verified.callback(inner)
+
+    def _failed(self, failure: Failure) -> None:
+        self.transport.abortConnection()
+        if not self.verified.called:
+            self.verified.errback(failure)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.dataReceived(data)
+        else:
+            self.client.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.group.connection_gone(self)
+        if self.inner is not None:
+            self.inner.connectionLost(reason)
+        else:
+            self.client.connectionLost(reason)
+
+
+class _MasterCheckFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(
+        self, group: SentinelGroup, factory: IProtocolFactory, target: Target, seen: int
+    ) -> None:
+        self.group, self.factory, self.target, self.seen = group, factory, target, seen
+
+    def buildProtocol(self, addr: Any) -> MasterConnection:
+        return MasterConnection(self.group, self.factory, addr, self.target, self.seen)
+
+
+@implementer(IEndpoint)
+class SentinelEndpoint:
+    """The endpoint of a Sentinel address: connects to the master the sentinels name
+    (module docstring). Its Deferred fails with SentinelError, naming every sentinel and
+    what it said, when no usable master is found."""
+
+    def __init__(self, group: SentinelGroup) -> None:
+        self.group = group
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        return defer.Deferred.fromCoroutine(self.group.connect(protocolFactory))
+
+
+_GROUPS: dict[tuple[int, tuple[object, ...]], SentinelGroup] = {}
+
+
+def sentinel_endpoint(reactor: Any, address: RedisAddress, plain: PlainEndpoint) -> IEndpoint:
+    """The endpoint of a Sentinel ``address`` (module docstring); ``plain`` makes the
+    endpoint of a plain ``host:port`` (redis_protocol.client_endpoint). Every endpoint of
+    one address in a process shares one :class:`SentinelGroup`."""
+    key = (id(reactor), address.key)
+    group = _GROUPS.get(key)
+    if group is None:
+        group = _GROUPS[key] = SentinelGroup(reactor, address, plain)
+    return SentinelEndpoint(group)
+
+
+def groups() -> list[SentinelGroup]:
+    """The Sentinel addresses this process has connected to (kept for its lifetime: a
+    configuration names a few)."""
+    return list(_GROUPS.values())
+
+
+def describe(address: RedisAddress) -> dict[str, Any] | None:
+    """:meth:`SentinelGroup.describe` of ``address``, or None if never connected to."""
+    for group in _GROUPS.values():
+        if group.address.key == address.key:
+            return group.describe()
+    return None

@@ -5,6 +5,9 @@ Every process is started here, on free loopback ports in a temporary directory, 
 sentinel is ``redis-server CONF --sentinel``, and it rewrites CONF, so each one gets a
 writable file of its own. Never the machine's shared Redis on 6379.
 
+:class:`FakeRedis` is an in-process stand-in that says what a unit test needs a sentinel or
+a master to say (nil, nonsense, nothing, a replica's ROLE).
+
 The timings are the smallest Sentinel takes well on a loaded 2-core machine: a master
 silent for ``DOWN_AFTER_MS`` is subjectively down; two sentinels agreeing (``QUORUM``) make it
 objectively down and elect a leader, which promotes a replica.
@@ -20,11 +23,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from twisted.internet.protocol import Factory, Protocol
+
 from redis_helpers import (
     SHARED_REDIS_PORT,
     RedisServer,
     RespClient,
     answers_ping,
+    encode_command,
     free_port,
     redis_binary,
     stop_process,
@@ -220,3 +226,98 @@ class SentinelSet:
         becomes a replica of the new one."""
         reply = self.sentinels[0].call("SENTINEL", "FAILOVER", MASTER_NAME)
         assert reply == b"OK", reply
+
+
+# --- an in-process stand-in, for unit tests of what sentinels and masters say ----------------
+NIL = b"*-1\r\n"
+OK = b"+OK\r\n"
+
+
+def array(*items: bytes | str | int) -> bytes:
+    """A RESP array of bulk strings (a reply such as get-master-addr-by-name's)."""
+    return encode_command(*items)
+
+
+class FakeRedis(Factory):
+    """A loopback server that speaks just enough RESP for the unit tests: it answers each
+    command by its upper-case name from ``answers`` (raw RESP bytes; None: never answers;
+    the dict may change while it runs), records every
+    command, confirms SUBSCRIBE and pushes messages to subscribers. Runs on the reactor."""
+
+    noisy = False
+
+    def __init__(
+        self, answers: dict[str, bytes | None], journal: list[tuple[int, list[bytes]]] | None = None
+    ) -> None:
+        self.answers = answers
+        self.journal = journal  # (port, command) of every command, shared by several fakes
+        self.commands: list[list[bytes]] = []
+        self.connections: list[_FakeConnection] = []
+        self.port = 0
+        self._listening = None
+
+    def listen(self) -> FakeRedis:
+        from twisted.internet import reactor
+
+        self._listening = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.port = self._listening.getHost().port
+        return self
+
+    def buildProtocol(self, addr) -> _FakeConnection:
+        conn = _FakeConnection(self)
+        self.connections.append(conn)
+        return conn
+
+    def asked(self, name: str) -> list[list[bytes]]:
+        return [c for c in self.commands if c[0].upper() == name.upper().encode()]
+
+    def open(self) -> list[_FakeConnection]:
+        return [c for c in self.connections if not c.gone]
+
+    def push(self, channel: str, payload: str) -> int:
+        """PUBLISH, as a sentinel does: to every connection subscribed to ``channel``."""
+        frame = array("message", channel, payload)
+        subscribed = [c for c in self.open() if channel.encode() in c.channels]
+        for conn in subscribed:
+            conn.transport.write(frame)
+        return len(subscribed)
+
+    def drop(self) -> None:
+        for conn in self.open():
+            conn.transport.abortConnection()
+
+    async def stop(self) -> None:
+        self.drop()
+        if self._listening is not None:
+            await self._listening.stopListening()
+            self._listening = None
+
+
+class _FakeConnection(Protocol):
+    def __init__(self, server: FakeRedis) -> None:
+        import hiredis
+
+        self.server = server
+        self.reader = hiredis.Reader()
+        self.channels: set[bytes] = set()
+        self.gone = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (command := self.reader.gets()) is not False:
+            self.server.commands.append(command)
+            if self.server.journal is not None:
+                self.server.journal.append((self.server.port, command))
+            name = command[0].upper()
+            if name == b"SUBSCRIBE":
+                for n, channel in enumerate(command[1:], 1):
+                    self.channels.add(channel)
+                    confirm = b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%b\r\n:%d\r\n"
+                    self.transport.write(confirm % (len(channel), channel, n))
+                continue
+            answer = self.server.answers.get(name.decode(), b"-ERR unknown command\r\n")
+            if answer is not None:
+                self.transport.write(answer)
+
+    def connectionLost(self, reason=None) -> None:
+        self.gone = True

@@ -88,6 +88,12 @@ class _Quiet(protocol.Factory):
     noisy = False  # every connect would log "Starting factory"
 
 
+#: What makes the master named unusable, so that another answer or a switch may help.
+_UNUSABLE: Final = (
+    error.ConnectError, error.ConnectionLost, error.ConnectionDone, defer.TimeoutError, NotMaster
+)
+
+
 class SentinelGroup:
     """The sentinels of one address in this process: which master they name, the
     connections made to it (:class:`MasterConnection`) and the :class:`SwitchWatcher`.
@@ -205,27 +211,32 @@ class SentinelGroup:
 
     # --- connecting -------------------------------------------------------------------------
     async def connect(self, factory: IProtocolFactory) -> IProtocol:
-        """A connection to the master, verified, with ``factory``'s protocol on it."""
+        """A connection to the master, verified, with ``factory``'s protocol on it; raises
+        SentinelError when none is found, or the one named cannot be used (saying why)."""
         self._use()
         try:
+            failed: tuple[Target, SentinelError] | None = None
+            seen = self.switches
             while True:
+                sentinel: Target | None
                 target, sentinel = await self.resolve()
+                if failed is not None and target == failed[0]:
+                    # Asked again, the sentinels still name it: a failover may be under way.
+                    # Wait for their switch, and try the master it names.
+                    if not await self._switch_after(seen) or self.master is None:
+                        raise failed[1]
+                    target, sentinel = self.master, None
                 seen = self.switches
                 try:
                     return await self._connect_to(target, factory, seen)
-                except (error.ConnectError, error.ConnectionLost, error.ConnectionDone,
-                        defer.TimeoutError, NotMaster) as e:
-                    problem = e
-                # The sentinel named a master we cannot use: ask the others first next time,
-                # and give the sentinels a moment to switch.
+                except _UNUSABLE as e:
+                    named = f" (named by sentinel {show(sentinel)})" if sentinel else ""
+                    failed = (target, SentinelError(f"master {show(target)}{named}: {why(e)}"))
+                # A sentinel that named a master we cannot use is asked last next time: one
+                # that lags behind a failover, or lies, must not hold the others up.
                 if sentinel in self.sentinels and len(self.sentinels) > 1:
                     self.sentinels.remove(sentinel)
                     self.sentinels.append(sentinel)
-                if not await self._switch_after(seen):
-                    raise SentinelError(
-                        f"master {show(target)} (named by sentinel {show(sentinel)}): "
-                        f"{why(problem)}"
-                    )
         finally:
             self._release()
 

@@ -30,6 +30,15 @@ HUB_MAY_IMPORT = {
 }
 
 
+#: What the Sentinel support may import from the package: it sits below the hub's Redis
+#: connection (redis_protocol.client_endpoint returns its endpoint), so it knows Redis
+#: addresses, RESP and timers, and nothing of the hub, HTTP, streams, rules or processes.
+SENTINEL_MAY_IMPORT = {
+    "sse_offload.redis_address", "sse_offload.resp", "sse_offload.sentinel_watch",
+    "sse_offload.timers",
+}
+
+
 def _modules() -> dict[str, Path]:
     out = {}
     for path in PACKAGE.rglob("*.py"):
@@ -127,6 +136,12 @@ def test_no_module_is_over_the_line_limit() -> None:
 def test_the_hub_imports_nothing_from_the_http_side() -> None:
     graph = import_graph()
     assert graph["sse_offload.pubsub"] <= HUB_MAY_IMPORT
+
+
+def test_the_sentinel_support_knows_only_redis() -> None:
+    graph = import_graph()
+    for module in ("sse_offload.sentinel", "sse_offload.sentinel_watch", "sse_offload.resp"):
+        assert graph[module] <= SENTINEL_MAY_IMPORT, module
 
 
 #: Documents that are not in the repository: earlier drafts cited them.

@@ -280,3 +280,17 @@ def test_one_group_per_address_and_reactor_whatever_the_sentinels_order() -> Non
     assert client_endpoint(clock, parse_address("redis-sentinel://h1:1/other")).group is not (
         first.group
     )
+
+
+def test_mules_get_the_sentinel_url_and_its_parts() -> None:
+    from sse_offload.redis_address import parse_address
+    from sse_offload.service import GatewayService
+
+    root = GatewayService(None)
+    url = "redis-sentinel://:pw@10.0.0.1:26379,[::1]:5000/mymaster/2?sentinel_password=sp"
+    root.redis_address = parse_address(url)
+    env = root.mule_environment()
+    assert parse_address(env["REDIS_URL"]) == root.redis_address
+    assert env["REDIS_SENTINELS"] == "10.0.0.1:26379,[::1]:5000"
+    assert env["REDIS_SENTINEL_MASTER"] == "mymaster"
+    assert "REDIS_SERVER" not in env

@@ -277,8 +277,8 @@ class SentinelGroup:
         self.master = new
         stale = [c for c, target in self.connections.items() if target != new]
         log.warn(
-            "{address}: {why}: the master is {master}; dropping {count} connection(s) to "
-            "the old one, they reconnect to the new master",
+            "{address}: {why}: the master is {master}; dropping {count} connection(s) "
+            "to other servers, to be made again to it",
             address=self, why=why, master=show(new), count=len(stale),
         )
         for conn in stale:
@@ -295,8 +295,6 @@ class SentinelGroup:
             target = result[0]
             if any(t != target for t in self.connections.values()):
                 self.switched(target, "the sentinels name another master (a switch missed)")
-            elif not self.connections:
-                self.master = target
 
         def failed(failure: Failure) -> None:
             log.warn("{address}: {why}", address=self, why=why(failure))

@@ -13,11 +13,12 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway_helpers import wait_numsub
-from redis_helpers import RespClient, wait_for
+from gateway_helpers import GatewayProcess, wait_numsub
+from redis_helpers import RespClient, free_port, wait_for
 from sentinel_helpers import SentinelSet, SwitchListener
 from sse_client import SSEClient
 from test_many_clients import _pump
+from test_publish import SECRET, post, token
 from test_resume import parsed
 
 #: The acceptance figure: every stream has a message again within this of the switch.
@@ -97,8 +98,9 @@ def _resumed(clients: list[SSEClient], first: int, since: float) -> list[float]:
     return sorted(seen[id(c)] - since for c in clients)
 
 
-def _start_streams(gateway_factory, redis: SentinelSet, count: int):
-    gw = gateway_factory("[uwsgi]\nroute = ^/c sse:clock\n", redis=redis.url()).start()
+def _start_streams(gateway_factory, redis: SentinelSet, count: int, args: tuple[str, ...]):
+    gw = gateway_factory("[uwsgi]\nroute = ^/c sse:clock\n", redis=redis.url(), args=args)
+    gw.start()
     clients = [SSEClient(gw.port, "/c") for _ in range(count)]
     _pump(clients, lambda c: c.head is not None, 60, "the response head")
     assert {c.status for c in clients} == {200}
@@ -115,11 +117,16 @@ def _forget_bodies(clients: list[SSEClient]) -> None:
 
 
 def _failover(
-    gateway_factory, redis: SentinelSet, count: int, cause: Callable[[SentinelSet], None]
-) -> tuple[list[float], list[SSEClient], object]:
+    gateway_factory,
+    redis: SentinelSet,
+    count: int,
+    cause: Callable[[SentinelSet], None],
+    args: tuple[str, ...] = (),
+) -> tuple[list[float], list[SSEClient], GatewayProcess]:
     """Streams, a publisher, ``cause`` (a failover); the seconds each stream took from the
-    switch the test saw to its first message published to the new master."""
-    gw, clients = _start_streams(gateway_factory, redis, count)
+    switch the test saw to its first message published to the new master, the streams
+    (open: the caller closes them) and the gateway."""
+    gw, clients = _start_streams(gateway_factory, redis, count, args)
     listener = redis.listen_for_switch()
     publisher = Publisher(redis, listener, "clock")
     publisher.start()
@@ -142,8 +149,6 @@ def _failover(
     new_master = redis.server_on(new).client()
     wait_numsub(new_master, "clock", 1)  # the gateway's one subscription moved
     new_master.close()
-    for c in clients:
-        c.close()
     return delays, clients, gw
 
 
@@ -158,7 +163,9 @@ def test_a_forced_failover_under_500_streams_drops_none_and_resumes_within_5s(
     gateway_factory, sentinels
 ) -> None:
     redis = sentinels()
-    delays, _, gw = _failover(gateway_factory, redis, 500, SentinelSet.failover)
+    delays, clients, gw = _failover(gateway_factory, redis, 500, SentinelSet.failover)
+    for c in clients:
+        c.close()
     _report("forced failover", delays)
     assert delays[-1] <= RESUME_WITHIN, delays[-10:]
     log = gw.log()
@@ -168,12 +175,26 @@ def test_a_forced_failover_under_500_streams_drops_none_and_resumes_within_5s(
 def test_a_killed_master_is_replaced_by_the_replica_and_the_streams_stay(
     gateway_factory, sentinels
 ) -> None:
+    """The publish endpoint's link follows the failover too."""
     redis = sentinels()
-    delays, _, _ = _failover(
-        gateway_factory, redis, 50, lambda s: s.master().kill()
+    publish_port = free_port()
+    args = ("--publish", str(publish_port), "--publish-key", SECRET)
+    delays, clients, _ = _failover(
+        gateway_factory, redis, 50, lambda s: s.master().kill(), args
     )
     _report("master killed", delays)
     assert delays[-1] <= RESUME_WITHIN, delays[-10:]
+
+    def published() -> bool:
+        status, _, answer = post(
+            publish_port, "/publish/clock", {"data": "via-publish"}, bearer=token(["clock"])
+        )
+        return status == 200 and answer == {"receivers": 1}
+
+    wait_for(published, timeout=10, what="a publish through the endpoint")
+    _pump(clients, lambda c: b"data: via-publish\n" in c.body, 10, "the published message")
+    for c in clients:
+        c.close()
 
 
 class StreamWriter(threading.Thread):

@@ -268,3 +268,13 @@ def test_a_streams_mode_stream_resumes_on_the_new_master_without_gap_or_repeat(
     log = gw.log()
     assert "+switch-master" in log and "lost redis" in log
     assert "event: reset" not in b"".join(c.body for c in clients).decode()
+
+
+def test_a_rule_s_sentinel_server_with_unescaped_commas_is_refused_at_start_up(
+    gateway_factory, redis_server
+) -> None:
+    rules = "[uwsgi]\nroute = ^/ha sse:server=redis-sentinel://h1:1,h2:2/m,subscribe=news\n"
+    status, output = gateway_factory(rules, redis=redis_server.address).run_to_exit()
+    assert status != 0
+    assert "server=redis-sentinel://h1:1: no master name" in output
+    assert "write the commas between sentinels as \\," in output

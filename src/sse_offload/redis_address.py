@@ -237,7 +237,10 @@ def _parse_sentinel(original: str) -> RedisAddress:
     name, _, db_text = path.partition("/")
     name = unquote(name)
     if not name:
-        raise AddressError(f"no master name in Redis address {original!r} ({expected})")
+        raise AddressError(
+            f"no master name in Redis address {original!r} ({expected}; in a rule's "
+            "key=value list, write the commas between sentinels as \\,)"
+        )
     if "/" in db_text:
         raise AddressError(f"unexpected path after the db in Redis address {original!r}")
     query = parse_qs(query_text, keep_blank_values=True)

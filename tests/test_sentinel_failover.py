@@ -245,7 +245,10 @@ def test_a_streams_mode_stream_resumes_on_the_new_master_without_gap_or_repeat(
     master = redis.master().client()
     start = master.call("XADD", "feed", "1-0", "data", "start").decode()
     master.close()
-    gw = gateway_factory("[uwsgi]\nroute = ^/s/(.+)$ sse:stream=$1\n", redis=redis.url()).start()
+    # Two workers: each gets the redis-sentinel:// URL from the master, and follows on its own.
+    gw = gateway_factory(
+        "[uwsgi]\nroute = ^/s/(.+)$ sse:stream=$1\n", redis=redis.url(), args=("--processes", "2")
+    ).start()
     clients = [SSEClient(gw.port, "/s/feed", headers={"Last-Event-ID": start}) for _ in range(20)]
     _pump(clients, lambda c: c.head is not None, 30, "the response head")
     listener = redis.listen_for_switch()

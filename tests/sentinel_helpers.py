@@ -240,8 +240,9 @@ def array(*items: bytes | str | int) -> bytes:
 
 class FakeRedis(Factory):
     """A loopback server that speaks just enough RESP for the unit tests: it answers each
-    command by its upper-case name from ``answers`` (raw RESP bytes; None: never answers;
-    the dict may change while it runs), records every
+    command by its upper-case name from ``answers``, or by its name and first argument
+    (``"SENTINEL MASTER"``) when that is there (raw RESP bytes; None: never answers; the
+    dict may change while it runs), records every
     command, confirms SUBSCRIBE and pushes messages to subscribers. Runs on the reactor."""
 
     noisy = False
@@ -315,7 +316,11 @@ class _FakeConnection(Protocol):
                     confirm = b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%b\r\n:%d\r\n"
                     self.transport.write(confirm % (len(channel), channel, n))
                 continue
-            answer = self.server.answers.get(name.decode(), b"-ERR unknown command\r\n")
+            # "SENTINEL MASTER" before "SENTINEL": a sentinel's subcommands answer apart
+            words = b" ".join(command[:2]).upper().decode(errors="replace")
+            answer = self.server.answers.get(
+                words, self.server.answers.get(name.decode(), b"-ERR unknown command\r\n")
+            )
             if answer is not None:
                 self.transport.write(answer)
 

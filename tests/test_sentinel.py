@@ -28,6 +28,19 @@ def names(master: FakeRedis | int) -> bytes:
     return array("127.0.0.1", port)
 
 
+def record(master: FakeRedis, epoch: int) -> bytes:
+    """A sentinel's SENTINEL MASTER answer (some of its fields): ``master`` as of ``epoch``."""
+    return array(
+        "name", "mymaster", "ip", "127.0.0.1", "port", master.port, "flags", "master",
+        "config-epoch", epoch,
+    )
+
+
+def knows(master: FakeRedis, epoch: int) -> dict[str, bytes]:
+    """A sentinel's answers naming ``master`` as of configuration ``epoch``."""
+    return {"SENTINEL": names(master), "SENTINEL MASTER": record(master, epoch)}
+
+
 class Owner(protocol.Protocol):
     """The protocol a connection's owner (the hub, a link) would put on it."""
 
@@ -219,20 +232,40 @@ async def test_a_switch_drops_every_connection_not_to_the_new_master(fakes) -> N
 async def test_the_watcher_moves_to_the_next_sentinel_and_catches_a_missed_switch(fakes) -> None:
     old = fakes(ROLE=MASTER_ROLE)
     new = fakes(ROLE=MASTER_ROLE)
-    s1 = fakes(SENTINEL=names(old))
-    s2 = fakes(SENTINEL=names(old))
-    group = fakes.group(s1.port, s2.port)
+    s1 = fakes(**knows(old, 1))
+    s2 = fakes(**knows(old, 1))
+    s3 = fakes(**knows(old, 1))
+    group = fakes.group(s1.port, s2.port, s3.port)
     owner, d = connect(group)
     await d
     await eventually(lambda: group.watcher.sentinel == ("127.0.0.1", s1.port), "watching s1")
-    # s1 goes away, and the failover happens while nobody watches
+    # s1 goes away, and the failover happens while nobody watches; s3 lags behind it
     await s1.stop()
-    s2.answers["SENTINEL"] = names(new)
+    s2.answers.update(knows(new, 2))
     await eventually(lambda: group.watcher.sentinel is None, "the watcher to notice")
     fakes.clock.advance(1)  # the first backoff
     await eventually(lambda: group.watcher.sentinel == ("127.0.0.1", s2.port), "watching s2")
     await eventually(lambda: owner.lost, "the connection to the old master dropped")
     assert group.master == ("127.0.0.1", new.port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_newest_configuration_wins_over_a_sentinel_lagging_behind(fakes) -> None:
+    old = fakes(ROLE=MASTER_ROLE)
+    new = fakes(ROLE=MASTER_ROLE)
+    lagging = fakes(**knows(old, 4))
+    current = fakes(**knows(new, 5))
+    ignorant = fakes(SENTINEL=NIL, **{"SENTINEL MASTER": b"-ERR No such master\r\n"})
+    group = fakes.group(lagging.port, ignorant.port, free_port(), current.port)
+    assert await group.newest_master() == ("127.0.0.1", new.port)
+    lagging.answers.update(knows(old, 6))  # (a later failover back)
+    assert await group.newest_master() == ("127.0.0.1", old.port)
+    for fake in (current, lagging):
+        fake.answers["SENTINEL MASTER"] = None  # silent
+    d = defer.ensureDeferred(group.newest_master())
+    await eventually(lambda: len(current.asked("SENTINEL")) == 3, "the silent ones asked")
+    fakes.clock.advance(SENTINEL_TIMEOUT)
+    assert await d is None
 
 
 @pytest_twisted.ensureDeferred

@@ -188,10 +188,12 @@ class SentinelGroup:
             f"no sentinel names master {self.address.master_name!r}: {'; '.join(problems)}"
         )
 
-    async def _ask(self, sentinel: Target) -> Any:
+    async def _ask(self, sentinel: Target, *command: bytes) -> Any:
+        """One sentinel's reply to ``command`` (default: get-master-addr-by-name)."""
+        command = command or (b"SENTINEL", b"get-master-addr-by-name", self.name)
         client = await self.connect_sentinel(sentinel, RespClient())
         try:
-            return await client.command(b"SENTINEL", b"get-master-addr-by-name", self.name)
+            return await client.command(*command)
         finally:
             client.transport.loseConnection()
 
@@ -266,6 +268,7 @@ class SentinelGroup:
         self._use()
 
     def connection_gone(self, conn: MasterConnection) -> None:
+        """``conn`` is closed (its owner's, a switch's or the server's doing)."""
         if self.connections.pop(conn, None) is not None:
             self._release()
 
@@ -288,18 +291,42 @@ class SentinelGroup:
             d.callback(True)
 
     def reconcile(self) -> None:
-        """Ask the sentinels which master is current, and treat an answer that is not where
-        the connections are as a switch (one the watcher missed while it reconnected)."""
+        """Ask every sentinel which master is current, and treat the answer of the newest
+        configuration, when it is not where the connections are, as a switch (one the
+        watcher missed while it reconnected). Newest is the highest ``config-epoch``, as
+        sentinels decide among themselves: a sentinel that lags behind a failover by a hello
+        period must not send every connection back to the demoted master."""
 
-        def check(result: tuple[Target, Target]) -> None:
-            target = result[0]
-            if any(t != target for t in self.connections.values()):
-                self.switched(target, "the sentinels name another master (a switch missed)")
+        def check(newest: Target | None) -> None:
+            if newest is not None and any(t != newest for t in self.connections.values()):
+                self.switched(newest, "the sentinels' newest configuration names it")
 
         def failed(failure: Failure) -> None:
-            log.warn("{address}: {why}", address=self, why=why(failure))
+            log.failure("{address}: reconciling", failure, address=self)
 
-        defer.Deferred.fromCoroutine(self.resolve()).addCallbacks(check, failed)
+        defer.Deferred.fromCoroutine(self.newest_master()).addCallbacks(check, failed)
+
+    async def newest_master(self) -> Target | None:
+        """The master of the newest configuration (highest ``config-epoch``) any sentinel
+        reports (``SENTINEL MASTER``), all asked at once; None if none answers."""
+        asked = [
+            defer.Deferred.fromCoroutine(
+                self._ask(s, b"SENTINEL", b"MASTER", self.name)
+            ).addTimeout(SENTINEL_TIMEOUT, self.clock)
+            for s in self.sentinels
+        ]
+        newest: tuple[int, Target] | None = None
+        for ok, reply in await defer.DeferredList(asked, consumeErrors=True):
+            if not (ok and isinstance(reply, list)):
+                continue  # down, silent, or does not know the name
+            fields = dict(zip(reply[::2], reply[1::2], strict=False))
+            target = master_address([fields.get(b"ip"), fields.get(b"port")])
+            epoch = fields.get(b"config-epoch")
+            if target is None or not isinstance(epoch, bytes) or not epoch.isdigit():
+                continue
+            if newest is None or int(epoch) > newest[0]:
+                newest = int(epoch), target
+        return newest[1] if newest else None
 
 
 class MasterConnection(protocol.Protocol):
@@ -404,6 +431,8 @@ class SentinelEndpoint:
         self.group = group
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """IStreamClientEndpoint.connect: a Deferred of ``protocolFactory``'s protocol on a
+        verified connection to the master; cancelling it abandons the attempt."""
         return defer.Deferred.fromCoroutine(self.group.connect(protocolFactory))
 
 

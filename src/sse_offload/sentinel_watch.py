@@ -65,11 +65,14 @@ class WatchOwner(Protocol):
     name: bytes  # the master's name
     sentinels: list[Target]
 
-    async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient: ...
+    async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient:
+        """``client`` connected to ``sentinel`` and logged in."""
 
-    def switched(self, new: Target, why: str) -> None: ...
+    def switched(self, new: Target, why: str) -> None:
+        """The sentinels switched the master to ``new``."""
 
-    def reconcile(self) -> None: ...
+    def reconcile(self) -> None:
+        """Ask the sentinels which master is current (a switch may have been missed)."""
 
 
 class SwitchWatcher:
@@ -81,7 +84,7 @@ class SwitchWatcher:
         self.running = False
         self.sentinel: Target | None = None  # the one subscribed to, once it is
         self._client: RespClient | None = None
-        self._next = 0  # index in group.sentinels of the sentinel to try next
+        self._tried: Target | None = None  # the sentinel of the last attempt
         self._attempt = 0
         self._retry: IDelayedCall | None = None
         self._ping_call: IDelayedCall | None = None
@@ -89,8 +92,10 @@ class SwitchWatcher:
         self._down_logged = False
 
     def start(self) -> None:
+        """Subscribe (once; it stays subscribed, moving between sentinels, until stopped)."""
         if not self.running:
             self.running = True
+            self._tried = None  # the group's first: the one that answered last
             self._connect()
 
     def stop(self) -> defer.Deferred[None]:
@@ -111,8 +116,11 @@ class SwitchWatcher:
 
     def _connect(self) -> None:
         self._retry = None
+        # The group's order (the one that answered last first), starting after the one
+        # that was lost or failed, if it was.
         sentinels = self.group.sentinels
-        sentinel = sentinels[self._next % len(sentinels)]
+        after = sentinels.index(self._tried) + 1 if self._tried in sentinels else 0
+        sentinel = self._tried = sentinels[after % len(sentinels)]
         d = defer.Deferred.fromCoroutine(self._subscribe(sentinel))
         self._connecting = d.addTimeout(SENTINEL_TIMEOUT, self.group.clock)
         d.addCallbacks(
@@ -135,6 +143,7 @@ class SwitchWatcher:
             return
         self._client, self.sentinel = client, sentinel
         self._attempt, self._down_logged = 0, False
+        self._tried = sentinel
         client.on_lost = lambda reason: self._lost(client, reason)
         log.info(
             "{address}: following failovers through sentinel {sentinel}",
@@ -170,7 +179,6 @@ class SwitchWatcher:
             self._next_sentinel()
 
     def _next_sentinel(self) -> None:
-        self._next += 1
         delay = backoff_delay(self._attempt)
         self._attempt += 1
         self._retry = self.group.clock.callLater(delay, self._connect)

@@ -23,7 +23,8 @@ outage handling:
    PING or TCP times out; a demoted master stays a master for seconds after the switch
    (until the sentinels reconfigure it), so without this the hub would stay subscribed to
    it. A switch the watcher missed (it was reconnecting) is caught when it subscribes
-   again: it asks the sentinels and drops what is not connected to their answer. A master
+   again: it asks every sentinel, and drops what is not connected to the master of the
+   newest configuration they report. A master
    that dies drops its connections itself; a connect that then finds nobody at the old
    address waits up to SWITCH_WAIT for the sentinels' switch before it fails.
 

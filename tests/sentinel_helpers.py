@@ -53,7 +53,6 @@ class SentinelProcess:
     directory: Path
     master_port: int
     port: int = 0
-    password: str | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> SentinelProcess:
@@ -72,9 +71,6 @@ class SentinelProcess:
             f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {MASTER_NAME} 1",
         ]
-        if self.password is not None:
-            lines.append(f"requirepass {self.password}")
-            lines.append(f"sentinel sentinel-pass {self.password}")
         conf.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(
             [redis_binary(), str(conf), "--sentinel"],
@@ -90,10 +86,7 @@ class SentinelProcess:
         return answers_ping(self.client)
 
     def client(self) -> RespClient:
-        c = RespClient.tcp(self.port)
-        if self.password is not None:
-            c.call("AUTH", self.password)
-        return c
+        return RespClient.tcp(self.port)
 
     def call(self, *args):
         c = self.client()
@@ -150,25 +143,26 @@ class SentinelSet:
     directory: Path
     replica_count: int = 1
     sentinel_count: int = 3
-    sentinel_password: str | None = None
-    master_args: tuple[str, ...] = ()
     servers: list[RedisServer] = field(default_factory=list)
     sentinels: list[SentinelProcess] = field(default_factory=list)
 
     def start(self) -> SentinelSet:
-        master = RedisServer(self.directory / "r0", extra_args=self.master_args).start()
+        """Start every process (each one listed before it starts, so that :meth:`stop`
+        stops it even when starting fails) and wait until a failover can be made."""
+        master = RedisServer(self.directory / "r0")
         self.servers.append(master)
+        master.start()
         for n in range(1, self.replica_count + 1):
             replica = RedisServer(
                 self.directory / f"r{n}",
-                extra_args=(*self.master_args, "--replicaof", "127.0.0.1", str(master.port)),
-            ).start()
-            self.servers.append(replica)
-        for n in range(self.sentinel_count):
-            sentinel = SentinelProcess(
-                self.directory / f"s{n}", master.port, password=self.sentinel_password
+                extra_args=("--replicaof", "127.0.0.1", str(master.port)),
             )
-            self.sentinels.append(sentinel.start())
+            self.servers.append(replica)
+            replica.start()
+        for n in range(self.sentinel_count):
+            sentinel = SentinelProcess(self.directory / f"s{n}", master.port)
+            self.sentinels.append(sentinel)
+            sentinel.start()
         wait_for(self.ready, timeout=30, interval=0.1, what="the sentinels to agree")
         return self
 
@@ -196,12 +190,10 @@ class SentinelSet:
             r.stop()
 
     # --- what the tests ask ------------------------------------------------------------------
-    def url(self, master_password: str | None = None, db: int | None = None) -> str:
-        auth = f":{master_password}@" if master_password else ""
+    def url(self) -> str:
+        """The gateway's ``--redis``: every sentinel, in order, and the master's name."""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
-        path = f"/{MASTER_NAME}" + (f"/{db}" if db is not None else "")
-        return f"redis-sentinel://{auth}{hosts}{path}{query}"
+        return f"redis-sentinel://{hosts}/{MASTER_NAME}"
 
     def master_port(self) -> int:
         """The master's port as the first sentinel that answers names it."""

@@ -41,6 +41,11 @@ def knows(master: FakeRedis, epoch: int) -> dict[str, bytes]:
     return {"SENTINEL": names(master), "SENTINEL MASTER": record(master, epoch)}
 
 
+def lookups(fake: FakeRedis) -> int:
+    """How many times ``fake`` was asked get-master-addr-by-name."""
+    return sum(1 for c in fake.asked("SENTINEL") if c[1] == b"get-master-addr-by-name")
+
+
 class Owner(protocol.Protocol):
     """The protocol a connection's owner (the hub, a link) would put on it."""
 
@@ -174,6 +179,21 @@ async def test_a_master_that_says_it_is_a_replica_fails_the_connect_after_the_wa
         await d
     assert f"master 127.0.0.1:{replica.port}" in str(caught.value)
     assert "is a slave, not a master" in str(caught.value)
+    assert not owner.made
+
+
+@pytest_twisted.ensureDeferred
+async def test_sentinels_naming_dead_masters_by_turns_do_not_make_a_loop(fakes) -> None:
+    dead_a, dead_b = free_port(), free_port()
+    s1 = fakes(SENTINEL=names(dead_a))
+    s2 = fakes(SENTINEL=names(dead_b))
+    group = fakes.group(s1.port, s2.port)
+    owner, d = connect(group)
+    await eventually(lambda: group._switch_waiters, "the connect to wait for a switch")
+    assert lookups(s1) == 2 and lookups(s2) == 1, "A, B, then A again: time to wait"
+    fakes.clock.advance(sentinel.SWITCH_WAIT)
+    with pytest.raises(SentinelError, match=f"master 127.0.0.1:{dead_a} .*refused"):
+        await d
     assert not owner.made
 
 

@@ -24,9 +24,9 @@ outage handling:
    (until the sentinels reconfigure it), so without this the hub would stay subscribed to
    it. A switch the watcher missed (it was reconnecting) is caught when it subscribes
    again: it asks every sentinel, and drops what is not connected to the master of the
-   newest configuration they report. A master
-   that dies drops its connections itself; a connect that then finds nobody at the old
-   address waits up to SWITCH_WAIT for the sentinels' switch before it fails.
+   newest configuration they report. A master that dies drops its connections itself; a
+   connect that then finds nobody at the old address waits up to SWITCH_WAIT for the
+   sentinels' switch before it fails.
 
 What a failover loses is the owners' business, as for any outage: pub/sub messages
 published meanwhile are gone (the stream layer sends its gap notice), Streams-mode readers
@@ -218,23 +218,26 @@ class SentinelGroup:
         SentinelError when none is found, or the one named cannot be used (saying why)."""
         self._use()
         try:
-            failed: tuple[Target, SentinelError] | None = None
+            failed: dict[Target, SentinelError] = {}  # since the last switch
             seen = self.switches
             while True:
                 sentinel: Target | None
                 target, sentinel = await self.resolve()
-                if failed is not None and target == failed[0]:
-                    # Asked again, the sentinels still name it: a failover may be under way.
-                    # Wait for their switch, and try the master it names.
+                if target in failed:
+                    # Asked again, the sentinels name a master that failed us: a failover
+                    # may be under way. Wait for their switch, and try the master it names.
                     if not await self._switch_after(seen) or self.master is None:
-                        raise failed[1]
+                        raise failed[target]
                     target, sentinel = self.master, None
+                    failed.clear()
                 seen = self.switches
                 try:
                     return await self._connect_to(target, factory, seen)
                 except _UNUSABLE as e:
                     named = f" (named by sentinel {show(sentinel)})" if sentinel else ""
-                    failed = (target, SentinelError(f"master {show(target)}{named}: {why(e)}"))
+                    failed[target] = SentinelError(f"master {show(target)}{named}: {why(e)}")
+                if len(failed) > len(self.sentinels):  # more masters than sentinels: lies
+                    raise failed[target]
                 # A sentinel that named a master we cannot use is asked last next time: one
                 # that lags behind a failover, or lies, must not hold the others up.
                 if sentinel in self.sentinels and len(self.sentinels) > 1:

@@ -198,6 +198,22 @@ async def test_sentinels_naming_dead_masters_by_turns_do_not_make_a_loop(fakes) 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_connect_cancelled_while_it_waits_leaves_nothing_behind(fakes) -> None:
+    """What the hub does when it stops while a connect waits for a switch."""
+    watched = fakes(SENTINEL=names(free_port()))
+    group = fakes.group(watched.port)
+    owner, d = connect(group)
+    await eventually(lambda: group._switch_waiters, "the connect to wait for a switch")
+    d.cancel()
+    with pytest.raises(defer.CancelledError):
+        await d
+    assert group._switch_waiters == [] and not owner.made
+    fakes.clock.advance(sentinel.WATCH_LINGER)
+    await eventually(lambda: not watched.open(), "the watcher's connection closed")
+    assert fakes.clock.getDelayedCalls() == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_connect_to_a_dead_master_takes_the_one_the_switch_names(fakes) -> None:
     dead = free_port()
     new = fakes(ROLE=MASTER_ROLE)

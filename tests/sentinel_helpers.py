@@ -235,7 +235,8 @@ class FakeRedis(Factory):
     command by its upper-case name from ``answers``, or by its name and first argument
     (``"SENTINEL MASTER"``) when that is there (raw RESP bytes; None: never answers; the
     dict may change while it runs), records every
-    command, confirms SUBSCRIBE and pushes messages to subscribers. Runs on the reactor."""
+    command, confirms SUBSCRIBE (unless ``answers`` says otherwise) and pushes messages to
+    subscribers. Runs on the reactor."""
 
     noisy = False
 
@@ -302,7 +303,7 @@ class _FakeConnection(Protocol):
             if self.server.journal is not None:
                 self.server.journal.append((self.server.port, command))
             name = command[0].upper()
-            if name == b"SUBSCRIBE":
+            if name == b"SUBSCRIBE" and "SUBSCRIBE" not in self.server.answers:
                 for n, channel in enumerate(command[1:], 1):
                     self.channels.add(channel)
                     confirm = b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%b\r\n:%d\r\n"

@@ -265,6 +265,29 @@ async def test_a_switch_drops_every_connection_not_to_the_new_master(fakes) -> N
 
 
 @pytest_twisted.ensureDeferred
+async def test_after_a_switch_the_sentinel_that_told_of_it_is_asked_first(fakes) -> None:
+    """Another sentinel may not know of the switch yet, and name the old master, which
+    still says it is a master (until the sentinels reconfigure it)."""
+    old = fakes(ROLE=MASTER_ROLE)
+    new = fakes(ROLE=MASTER_ROLE)
+    lagging = fakes(SENTINEL=names(old), SUBSCRIBE=b"-ERR not for the watcher\r\n")
+    fresh = fakes(SENTINEL=names(old))
+    group = fakes.group(lagging.port, fresh.port)
+    owner, d = connect(group)
+    await d
+    await eventually(lambda: group.watcher._retry, "the watcher to give up on the first")
+    fakes.clock.advance(1)
+    await eventually(lambda: group.watcher.sentinel == ("127.0.0.1", fresh.port), "watching")
+    fresh.answers["SENTINEL"] = names(new)
+    fresh.push("+switch-master", f"mymaster 127.0.0.1 {old.port} 127.0.0.1 {new.port}")
+    await eventually(lambda: owner.lost, "the connection to the old master dropped")
+    again, d = connect(group)
+    assert await d is again
+    assert list(group.connections.values()) == [("127.0.0.1", new.port)]
+    assert lookups(lagging) == 1, "only before the switch"
+
+
+@pytest_twisted.ensureDeferred
 async def test_the_watcher_moves_to_the_next_sentinel_and_catches_a_missed_switch(fakes) -> None:
     old = fakes(ROLE=MASTER_ROLE)
     new = fakes(ROLE=MASTER_ROLE)
@@ -293,9 +316,9 @@ async def test_the_newest_configuration_wins_over_a_sentinel_lagging_behind(fake
     current = fakes(**knows(new, 5))
     ignorant = fakes(SENTINEL=NIL, **{"SENTINEL MASTER": b"-ERR No such master\r\n"})
     group = fakes.group(lagging.port, ignorant.port, free_port(), current.port)
-    assert await group.newest_master() == ("127.0.0.1", new.port)
+    assert await group.newest_master() == (("127.0.0.1", new.port), ("127.0.0.1", current.port))
     lagging.answers.update(knows(old, 6))  # (a later failover back)
-    assert await group.newest_master() == ("127.0.0.1", old.port)
+    assert await group.newest_master() == (("127.0.0.1", old.port), ("127.0.0.1", lagging.port))
     for fake in (current, lagging):
         fake.answers["SENTINEL MASTER"] = None  # silent
     d = defer.ensureDeferred(group.newest_master())

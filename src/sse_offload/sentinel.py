@@ -277,11 +277,18 @@ class SentinelGroup:
             self._release()
 
     # --- failovers ----------------------------------------------------------------------------
-    def switched(self, new: Target, why: str) -> None:
-        """The master is ``new`` now: drop every connection to another server (their owners
-        reconnect, finding ``new``), and wake the connects that wait for a switch."""
+    def switched(self, new: Target, why: str, told_by: Target | None = None) -> None:
+        """The master is ``new`` now, as sentinel ``told_by`` says: drop every connection
+        to another server (their owners reconnect, finding ``new``), and wake the connects
+        that wait for a switch."""
         self.switches += 1
         self.master = new
+        if told_by in self.sentinels:
+            # Asked first from now on: it knows of the switch, while another may not yet
+            # (sentinels pass a new configuration on every 2 s), and would name the old
+            # master, which still says it is one.
+            self.sentinels.remove(told_by)
+            self.sentinels.insert(0, told_by)
         stale = [c for c, target in self.connections.items() if target != new]
         log.warn(
             "{address}: {why}: the master is {master}; dropping {count} connection(s) "
@@ -301,26 +308,28 @@ class SentinelGroup:
         sentinels decide among themselves: a sentinel that lags behind a failover by a hello
         period must not send every connection back to the demoted master."""
 
-        def check(newest: Target | None) -> None:
-            if newest is not None and any(t != newest for t in self.connections.values()):
-                self.switched(newest, "the sentinels' newest configuration names it")
+        def check(newest: tuple[Target, Target] | None) -> None:
+            if newest is not None and any(t != newest[0] for t in self.connections.values()):
+                self.switched(newest[0], "the sentinels' newest configuration names it", newest[1])
 
         def failed(failure: Failure) -> None:
             log.failure("{address}: reconciling", failure, address=self)
 
         defer.Deferred.fromCoroutine(self.newest_master()).addCallbacks(check, failed)
 
-    async def newest_master(self) -> Target | None:
-        """The master of the newest configuration (highest ``config-epoch``) any sentinel
-        reports (``SENTINEL MASTER``), all asked at once; None if none answers."""
+    async def newest_master(self) -> tuple[Target, Target] | None:
+        """(master, sentinel) of the newest configuration (highest ``config-epoch``) any
+        sentinel reports (``SENTINEL MASTER``), all asked at once; None if none answers."""
+        sentinels = list(self.sentinels)
         asked = [
             defer.Deferred.fromCoroutine(
                 self._ask(s, b"SENTINEL", b"MASTER", self.name)
             ).addTimeout(SENTINEL_TIMEOUT, self.clock)
-            for s in self.sentinels
+            for s in sentinels
         ]
-        newest: tuple[int, Target] | None = None
-        for ok, reply in await defer.DeferredList(asked, consumeErrors=True):
+        newest: tuple[int, Target, Target] | None = None
+        answers = await defer.DeferredList(asked, consumeErrors=True)
+        for sentinel, (ok, reply) in zip(sentinels, answers, strict=True):
             if not (ok and isinstance(reply, list)):
                 continue  # down, silent, or does not know the name
             fields = dict(zip(reply[::2], reply[1::2], strict=False))
@@ -329,8 +338,8 @@ class SentinelGroup:
             if target is None or not isinstance(epoch, bytes) or not epoch.isdigit():
                 continue
             if newest is None or int(epoch) > newest[0]:
-                newest = int(epoch), target
-        return newest[1] if newest else None
+                newest = int(epoch), target, sentinel
+        return (newest[1], newest[2]) if newest else None
 
 
 class MasterConnection(protocol.Protocol):

@@ -68,8 +68,8 @@ class WatchOwner(Protocol):
     async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient:
         """``client`` connected to ``sentinel`` and logged in."""
 
-    def switched(self, new: Target, why: str) -> None:
-        """The sentinels switched the master to ``new``."""
+    def switched(self, new: Target, why: str, told_by: Target | None = None) -> None:
+        """The sentinels switched the master to ``new`` (``told_by`` said so)."""
 
     def reconcile(self) -> None:
         """Ask the sentinels which master is current (a switch may have been missed)."""
@@ -206,4 +206,4 @@ class SwitchWatcher:
                      payload=payload)
             return
         old = master_address([parts[1], parts[2]])
-        self.group.switched(new, f"+switch-master from {show(old)}")
+        self.group.switched(new, f"+switch-master from {show(old)}", self.sentinel)

@@ -9,8 +9,8 @@ outage handling:
 
 1. **Discovery.** The sentinels are asked in turn ``SENTINEL get-master-addr-by-name``; one
    that does not answer within SENTINEL_TIMEOUT, answers nil (it does not know the name) or
-   answers nonsense is skipped. The first that answers is asked first next time; one whose
-   master turns out unusable is asked last. None answering: the connect fails, saying why
+   answers nonsense is skipped. The first that answers, or the one that told of a switch,
+   is asked first next time; one whose master turns out unusable is asked last. None answering: the connect fails, saying why
    for each sentinel, and the owner backs off as for any Redis that is down.
 2. **Verification.** On the connection to the master named, before the owner's protocol
    sees it, ``AUTH`` (the master's credentials) and ``ROLE``: a server that is not a master

@@ -10,8 +10,9 @@ outage handling:
 1. **Discovery.** The sentinels are asked in turn ``SENTINEL get-master-addr-by-name``; one
    that does not answer within SENTINEL_TIMEOUT, answers nil (it does not know the name) or
    answers nonsense is skipped. The first that answers, or the one that told of a switch,
-   is asked first next time; one whose master turns out unusable is asked last. None answering: the connect fails, saying why
-   for each sentinel, and the owner backs off as for any Redis that is down.
+   is asked first next time; one whose master turns out unusable is asked last. None
+   answering: the connect fails, saying why for each sentinel, and the owner backs off as
+   for any Redis that is down (sentinel_watch.Sentinels asks them).
 2. **Verification.** On the connection to the master named, before the owner's protocol
    sees it, ``AUTH`` (the master's credentials) and ``ROLE``: a server that is not a master
    (a demoted master, or a sentinel whose view is behind) is refused. Then the connection
@@ -35,7 +36,6 @@ go on from their last id on the new master.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Final, cast
 
 from twisted.internet import defer, error, protocol
@@ -53,7 +53,16 @@ from zope.interface import implementer
 
 from .redis_address import RedisAddress
 from .resp import RedisReplyError, RespClient
-from .sentinel_watch import SENTINEL_TIMEOUT, SwitchWatcher, Target, master_address, show, why
+from .sentinel_watch import (
+    PlainEndpoint,
+    SentinelError,
+    Sentinels,
+    SwitchWatcher,
+    Target,
+    auth_command,
+    show,
+    why,
+)
 from .timers import cancel
 
 log = Logger(namespace="sse_offload.sentinel")
@@ -68,25 +77,9 @@ SWITCH_WAIT: Final = 5.0
 #: connection, and their owners come back after the hub's first backoff (0.5 s).
 WATCH_LINGER: Final = 2.0
 
-PlainEndpoint = Callable[[Any, RedisAddress], IEndpoint]
-
-
-class SentinelError(Exception):
-    """No usable master: no sentinel named one, or the one named refused us. The message
-    says why, sentinel by sentinel."""
-
 
 class NotMaster(SentinelError):
     """The server the sentinels named is not (or no longer) a master."""
-
-
-def _auth(username: str | None, password: str) -> tuple[bytes, ...]:
-    secret = password.encode()
-    return (b"AUTH", username.encode(), secret) if username else (b"AUTH", secret)
-
-
-class _Quiet(protocol.Factory):
-    noisy = False  # every connect would log "Starting factory"
 
 
 #: What makes the master named unusable, so that another answer or a switch may help.
@@ -95,9 +88,10 @@ _UNUSABLE: Final = (
 )
 
 
-class SentinelGroup:
-    """The sentinels of one address in this process: which master they name, the
-    connections made to it (:class:`MasterConnection`) and the :class:`SwitchWatcher`.
+class SentinelGroup(Sentinels):
+    """The sentinels of one address in this process (:class:`Sentinels`), which master they
+    name, the connections made to it (:class:`MasterConnection`) and the
+    :class:`SwitchWatcher`.
 
     The watcher runs while a connection or a connect exists, and WATCH_LINGER after.
     """
@@ -109,13 +103,7 @@ class SentinelGroup:
         plain: PlainEndpoint,
         clock: IReactorTime | None = None,
     ) -> None:
-        self.reactor = reactor
-        self.clock: IReactorTime = clock if clock is not None else reactor
-        self.address = address
-        self.name = address.master_name.encode()
-        self._plain = plain
-        #: Asked in this order: the last that answered first, the last that misled last.
-        self.sentinels: list[Target] = list(address.sentinels)
+        super().__init__(reactor, address, plain, clock)
         self.master: Target | None = None  # as the sentinels last named it
         self.switches = 0  # +switch-master of our master seen, or missed ones found
         self.connections: dict[MasterConnection, Target] = {}
@@ -127,9 +115,6 @@ class SentinelGroup:
             # The reactor closes every connection when it stops: the watcher's loss then is
             # no news, so it goes first, quietly.
             reactor.addSystemEventTrigger("before", "shutdown", self.stop)
-
-    def __str__(self) -> str:
-        return str(self.address)
 
     def describe(self) -> dict[str, Any]:
         """What a status page shows: ``master`` (``host:port`` or None), the sentinels in
@@ -159,58 +144,6 @@ class SentinelGroup:
         self._users -= 1
         if self._users == 0 and self._linger is None:
             self._linger = self.clock.callLater(WATCH_LINGER, self.stop)
-
-    # --- discovery ----------------------------------------------------------------------
-    async def resolve(self) -> tuple[Target, Target]:
-        """(master, the sentinel that named it); raises SentinelError when none does."""
-        problems: list[str] = []
-        for sentinel in list(self.sentinels):
-            try:
-                d = defer.Deferred.fromCoroutine(self._ask(sentinel))
-                reply = await d.addTimeout(SENTINEL_TIMEOUT, self.clock)
-            except defer.CancelledError:
-                raise
-            except Exception as e:
-                problems.append(f"sentinel {show(sentinel)}: {why(e)}")
-                continue
-            target = master_address(reply)
-            if target is None:
-                said = "does not know it" if reply is None else f"answered {reply!r}"
-                problems.append(f"sentinel {show(sentinel)} {said}")
-                continue
-            if problems:
-                log.warn(
-                    "{address}: skipped {problems}", address=self, problems="; ".join(problems)
-                )
-            self.sentinels.remove(sentinel)
-            self.sentinels.insert(0, sentinel)
-            return target, sentinel
-        raise SentinelError(
-            f"no sentinel names master {self.address.master_name!r}: {'; '.join(problems)}"
-        )
-
-    async def _ask(self, sentinel: Target, *command: bytes) -> Any:
-        """One sentinel's reply to ``command`` (default: get-master-addr-by-name)."""
-        command = command or (b"SENTINEL", b"get-master-addr-by-name", self.name)
-        client = await self.connect_sentinel(sentinel, RespClient())
-        try:
-            return await client.command(*command)
-        finally:
-            client.transport.loseConnection()
-
-    async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient:
-        """``client`` connected to ``sentinel`` and logged in (``?sentinel_password=``)."""
-        factory = _Quiet.forProtocol(lambda: client)
-        endpoint = self._plain(self.reactor, RedisAddress("tcp", *sentinel))
-        await endpoint.connect(factory)
-        a = self.address
-        if a.sentinel_password is not None:
-            try:
-                await client.command(*_auth(a.sentinel_username, a.sentinel_password))
-            except BaseException:
-                client.transport.abortConnection()
-                raise
-        return client
 
     # --- connecting -------------------------------------------------------------------------
     async def connect(self, factory: IProtocolFactory) -> IProtocol:
@@ -309,38 +242,16 @@ class SentinelGroup:
         period must not send every connection back to the demoted master."""
 
         def check(newest: tuple[Target, Target] | None) -> None:
-            if newest is not None and any(t != newest[0] for t in self.connections.values()):
-                self.switched(newest[0], "the sentinels' newest configuration names it", newest[1])
+            if newest is None:
+                return
+            target, told_by = newest
+            if any(t != target for t in self.connections.values()):
+                self.switched(target, "the sentinels' newest configuration names it", told_by)
 
         def failed(failure: Failure) -> None:
             log.failure("{address}: reconciling", failure, address=self)
 
         defer.Deferred.fromCoroutine(self.newest_master()).addCallbacks(check, failed)
-
-    async def newest_master(self) -> tuple[Target, Target] | None:
-        """(master, sentinel) of the newest configuration (highest ``config-epoch``) any
-        sentinel reports (``SENTINEL MASTER``), all asked at once; None if none answers."""
-        sentinels = list(self.sentinels)
-        asked = [
-            defer.Deferred.fromCoroutine(
-                self._ask(s, b"SENTINEL", b"MASTER", self.name)
-            ).addTimeout(SENTINEL_TIMEOUT, self.clock)
-            for s in sentinels
-        ]
-        newest: tuple[int, Target, Target] | None = None
-        answers = await defer.DeferredList(asked, consumeErrors=True)
-        for sentinel, (ok, reply) in zip(sentinels, answers, strict=True):
-            if not (ok and isinstance(reply, list)):
-                continue  # down, silent, or does not know the name
-            fields = dict(zip(reply[::2], reply[1::2], strict=False))
-            target = master_address([fields.get(b"ip"), fields.get(b"port")])
-            epoch = fields.get(b"config-epoch")
-            if target is None or not isinstance(epoch, bytes) or not epoch.isdigit():
-                continue
-            if newest is None or int(epoch) > newest[0]:
-                newest = int(epoch), target, sentinel
-        return (newest[1], newest[2]) if newest else None
-
 
 class MasterConnection(protocol.Protocol):
     """A connection to the master named: AUTH and ROLE first, then the owner's protocol
@@ -377,7 +288,7 @@ class MasterConnection(protocol.Protocol):
         where = f"master {show(self.target)}"
         if a.password is not None:
             try:
-                await self.client.command(*_auth(a.username, a.password))
+                await self.client.command(*auth_command(a.username, a.password))
             except RedisReplyError as e:
                 raise SentinelError(f"{where} refused AUTH: {e}") from None
         try:

@@ -1,18 +1,23 @@
-"""The watcher of a Sentinel address: ``SUBSCRIBE +switch-master`` on one of its sentinels.
+"""The sentinels of a Sentinel address: asking them which master is current
+(:class:`Sentinels`), and watching one of them for switches (:class:`SwitchWatcher`,
+``SUBSCRIBE +switch-master``).
 
-sentinel.py's group owns one per address per process and hears of every switch of its
+sentinel.py's group is both, per address per process, and hears of every switch of its
 master (:class:`WatchOwner`); this module knows nothing of the connections to the master.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from twisted.internet import defer, error
+from twisted.internet import defer, error, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IStreamClientEndpoint as IEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .redis_address import RedisAddress
 from .resp import RespClient
 from .timers import backoff_delay, cancel
 
@@ -27,6 +32,7 @@ WATCH_PING_TIMEOUT: Final = 5.0
 SWITCH_CHANNEL: Final = b"+switch-master"
 
 Target = tuple[str, int]
+PlainEndpoint = Callable[[Any, RedisAddress], IEndpoint]
 
 
 def show(target: Target | None) -> str:
@@ -56,6 +62,120 @@ def master_address(reply: Any) -> Target | None:
     if not host or not 0 < int(port) < 65536:
         return None
     return host.decode("ascii", "replace"), int(port)
+
+
+class SentinelError(Exception):
+    """No usable master: no sentinel named one, or the one named refused us. The message
+    says why, sentinel by sentinel."""
+
+
+def auth_command(username: str | None, password: str) -> tuple[bytes, ...]:
+    """``AUTH [username] password``, as bytes."""
+    secret = password.encode()
+    return (b"AUTH", username.encode(), secret) if username else (b"AUTH", secret)
+
+
+class _Quiet(protocol.Factory):
+    noisy = False  # every connect would log "Starting factory"
+
+
+class Sentinels:
+    """The sentinels of one address, and what they say: which master they name
+    (:meth:`resolve`), and the newest configuration (:meth:`newest_master`)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: RedisAddress,
+        plain: PlainEndpoint,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.address = address
+        self.name = address.master_name.encode()
+        self._plain = plain
+        #: Asked in this order: the one that answered (or told of a switch) last first, the
+        #: one that named an unusable master last.
+        self.sentinels: list[Target] = list(address.sentinels)
+
+    def __str__(self) -> str:
+        return str(self.address)
+
+    async def resolve(self) -> tuple[Target, Target]:
+        """(master, the sentinel that named it); raises SentinelError when none does."""
+        problems: list[str] = []
+        for sentinel in list(self.sentinels):
+            try:
+                d = defer.Deferred.fromCoroutine(self._ask(sentinel))
+                reply = await d.addTimeout(SENTINEL_TIMEOUT, self.clock)
+            except defer.CancelledError:
+                raise
+            except Exception as e:
+                problems.append(f"sentinel {show(sentinel)}: {why(e)}")
+                continue
+            target = master_address(reply)
+            if target is None:
+                said = "does not know it" if reply is None else f"answered {reply!r}"
+                problems.append(f"sentinel {show(sentinel)} {said}")
+                continue
+            if problems:
+                log.warn(
+                    "{address}: skipped {problems}", address=self, problems="; ".join(problems)
+                )
+            self.sentinels.remove(sentinel)
+            self.sentinels.insert(0, sentinel)
+            return target, sentinel
+        raise SentinelError(
+            f"no sentinel names master {self.address.master_name!r}: {'; '.join(problems)}"
+        )
+
+    async def _ask(self, sentinel: Target, *command: bytes) -> Any:
+        """One sentinel's reply to ``command`` (default: get-master-addr-by-name)."""
+        command = command or (b"SENTINEL", b"get-master-addr-by-name", self.name)
+        client = await self.connect_sentinel(sentinel, RespClient())
+        try:
+            return await client.command(*command)
+        finally:
+            client.transport.loseConnection()
+
+    async def connect_sentinel(self, sentinel: Target, client: RespClient) -> RespClient:
+        """``client`` connected to ``sentinel`` and logged in (``?sentinel_password=``)."""
+        factory = _Quiet.forProtocol(lambda: client)
+        endpoint = self._plain(self.reactor, RedisAddress("tcp", *sentinel))
+        await endpoint.connect(factory)
+        a = self.address
+        if a.sentinel_password is not None:
+            try:
+                await client.command(*auth_command(a.sentinel_username, a.sentinel_password))
+            except BaseException:
+                client.transport.abortConnection()
+                raise
+        return client
+
+    async def newest_master(self) -> tuple[Target, Target] | None:
+        """(master, sentinel) of the newest configuration (highest ``config-epoch``) any
+        sentinel reports (``SENTINEL MASTER``), all asked at once; None if none answers."""
+        sentinels = list(self.sentinels)
+        asked = [
+            defer.Deferred.fromCoroutine(
+                self._ask(s, b"SENTINEL", b"MASTER", self.name)
+            ).addTimeout(SENTINEL_TIMEOUT, self.clock)
+            for s in sentinels
+        ]
+        newest: tuple[int, Target, Target] | None = None
+        answers = await defer.DeferredList(asked, consumeErrors=True)
+        for sentinel, (ok, reply) in zip(sentinels, answers, strict=True):
+            if not (ok and isinstance(reply, list)):
+                continue  # down, silent, or does not know the name
+            fields = dict(zip(reply[::2], reply[1::2], strict=False))
+            target = master_address([fields.get(b"ip"), fields.get(b"port")])
+            epoch = fields.get(b"config-epoch")
+            if target is None or not isinstance(epoch, bytes) or not epoch.isdigit():
+                continue
+            if newest is None or int(epoch) > newest[0]:
+                newest = int(epoch), target, sentinel
+        return (newest[1], newest[2]) if newest else None
 
 
 class WatchOwner(Protocol):

@@ -31,9 +31,20 @@ HUB_MODULES = {
     "sse_offload.cluster_state", "sse_offload.cluster_commands",
 }
 #: What the hub's modules may import from the package: each other, Redis addresses and
-#: connections, timers. Nothing that knows HTTP, streams, rules or processes.
+#: connections (a Sentinel address's endpoint among them), RESP, timers. Nothing that knows
+#: HTTP, streams, rules or processes.
 HUB_MAY_IMPORT = HUB_MODULES | {
     "sse_offload.redis_address", "sse_offload.redis_protocol", "sse_offload.redis_link",
+    "sse_offload.resp", "sse_offload.sentinel", "sse_offload.sentinel_watch",
+    "sse_offload.timers",
+}
+
+
+#: What the Sentinel support may import from the package: it sits below the hub's Redis
+#: connection (redis_protocol.client_endpoint returns its endpoint), so it knows Redis
+#: addresses, RESP and timers, and nothing of the hub, HTTP, streams, rules or processes.
+SENTINEL_MAY_IMPORT = {
+    "sse_offload.redis_address", "sse_offload.resp", "sse_offload.sentinel_watch",
     "sse_offload.timers",
 }
 
@@ -136,6 +147,12 @@ def test_the_hub_imports_nothing_from_the_http_side() -> None:
     graph = import_graph()
     beyond = {m: sorted(graph[m] - HUB_MAY_IMPORT) for m in HUB_MAY_IMPORT}
     assert {m: found for m, found in beyond.items() if found} == {}
+
+
+def test_the_sentinel_support_knows_only_redis() -> None:
+    graph = import_graph()
+    for module in ("sse_offload.sentinel", "sse_offload.sentinel_watch", "sse_offload.resp"):
+        assert graph[module] <= SENTINEL_MAY_IMPORT, module
 
 
 #: Documents that are not in the repository: earlier drafts cited them.

@@ -38,6 +38,23 @@ CASES = [
         RedisAddress("cluster", path="[::1]:7000,[::1]:6379,h:1", username="u",
                      password="p@w,", seeds=(("::1", 7000), ("::1", 6379), ("h", 1))),
     ),
+    (
+        "redis-sentinel://h1:26380,h2/mymaster",
+        RedisAddress("sentinel", sentinels=(("h1", 26380), ("h2", 26379)), master_name="mymaster"),
+    ),
+    (
+        "REDIS-SENTINEL://app:p%40ss@[::1]:5000,10.0.0.2:5001/my%20master/2"
+        "?sentinel_password=s%3Acret&sentinel_username=watch",
+        RedisAddress(
+            "sentinel", username="app", password="p@ss", db=2,
+            sentinels=(("::1", 5000), ("10.0.0.2", 5001)), master_name="my master",
+            sentinel_username="watch", sentinel_password="s:cret",
+        ),
+    ),
+    (
+        "redis-sentinel://:pw@s:1/m",
+        RedisAddress("sentinel", password="pw", sentinels=(("s", 1),), master_name="m"),
+    ),
 ]
 
 
@@ -61,6 +78,52 @@ def test_relative_unix_path_is_resolved_against_cwd() -> None:
 def test_bad_addresses_raise_address_error(text: str) -> None:
     with pytest.raises(AddressError):
         parse_address(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "redis-sentinel://",
+        "redis-sentinel://h:1",
+        "redis-sentinel://h:1/",
+        "redis-sentinel:///m",
+        "redis-sentinel://h:x/m",
+        "redis-sentinel://h:1,,h2:2/m",
+        "redis-sentinel://h:1,/m",
+        "redis-sentinel://h:1/m/x",
+        "redis-sentinel://h:1/m/1/2",
+        "redis-sentinel://h:1/m?sentinel_pasword=typo",
+        "redis-sentinel://[::1/m",
+        "redis-sentinel://::1:5/m",
+        "redis-sentinel://h 1:5/m",
+    ],
+)
+def test_bad_sentinel_addresses_say_what_was_expected(text: str) -> None:
+    with pytest.raises(AddressError):
+        parse_address(text)
+
+
+def test_a_sentinel_address_is_one_redis_whatever_the_order_of_its_sentinels() -> None:
+    key = parse_address("redis-sentinel://a:1,b:2/m").key
+    assert parse_address("redis-sentinel://b:2,A:1/m/4").key == key
+    assert parse_address("redis-sentinel://a:1,b:2/other").key != key
+    assert parse_address("redis-sentinel://:pw@a:1,b:2/m").key != key
+    assert parse_address("redis-sentinel://a:1,b:2/m?sentinel_password=x").key != key
+
+
+def test_a_sentinel_address_shows_no_password() -> None:
+    a = parse_address("redis-sentinel://:pw@a:1,[::1]:2/m?sentinel_password=sp")
+    assert str(a) == "redis-sentinel://a:1,[::1]:2/m"
+    assert "pw" not in repr(a) and "sp" not in repr(a)
+
+
+@given(st.text())
+def test_any_sentinel_text_parses_and_round_trips_or_raises_address_error(text: str) -> None:
+    try:
+        a = parse_address("redis-sentinel://" + text)
+    except AddressError:
+        return
+    assert parse_address(a.url) == a
 
 
 def test_db_does_not_change_the_shared_connection_key() -> None:

@@ -8,14 +8,12 @@ the hub SUBSCRIBEs when a channel's first listener arrives, UNSUBSCRIBEs when it
 leaves, and hands each subscription the messages of one Redis read as one batch
 (``deliver``), which frames them once and writes the same bytes to every listener.
 
-The hub owns reconnection (difference 4): txredisapi 1.6.0 reconnects on its own but never
-resubscribes the channels, and its retry loop cannot be given a clock for tests, so the hub
-runs its own retry loop over txredisapi's protocol class and resubscribes every channel that
-has listeners. What an outage means to the streams (a gap notice, closing them when it lasts
-too long) is the stream layer's business: the hub tells its :class:`HubEvents`.
-
-Besides channels and patterns, a connection holds sharded channels (SSUBSCRIBE, Redis 7).
-A ``redis-cluster://`` address is a :class:`~sse_offload.cluster.ClusterConnection`, which
+The hub owns reconnection (difference 4): txredisapi 1.6.0 never resubscribes after a
+reconnect and its retry loop cannot be given a clock, so the hub runs its own loop over
+txredisapi's protocol class and resubscribes every channel that has listeners. What an
+outage means to the streams (a gap notice, a close) is the stream layer's: it hears of it
+through :class:`HubEvents`. A connection also holds sharded channels (SSUBSCRIBE, Redis 7);
+a ``redis-cluster://`` address is a :class:`~sse_offload.cluster.ClusterConnection`, which
 holds a connection of this module's kind per node it needs.
 """
 
@@ -44,6 +42,7 @@ from .redis_protocol import (
     client_endpoint,
     encode_command,
 )
+from .sentinel import sentinel_state
 from .timers import backoff_delay, cancel
 
 #: A PING on every subscriber connection this often, answered within PING_TIMEOUT or the
@@ -103,6 +102,7 @@ class RedisServerConnection:
             "down_since": self.outage_started, "expired": self._expired,
             "channels": len(self.channels) + len(self.sharded), "patterns": len(self.patterns),
             "sharded_channels": len(self.sharded), "connections_made": self.connections_made,
+            **sentinel_state(self.address),
         }
 
     # --- life cycle -------------------------------------------------------------------

@@ -14,6 +14,11 @@ Accepted forms, the original plugin's first:
   verified against the system roots), ``unix://[[user]:password@]/path[?db=N&password=P]``;
 - ``redis-cluster://[[user]:password@]host:port,host:port,...``: a Redis Cluster, by some
   of its nodes (cluster.py).
+- ``redis-sentinel://[[user]:password@]host[:port][,host[:port]...]/MASTER[/db]``: the master
+  that Redis Sentinel names ``MASTER`` (sentinel.py finds it and follows failovers). The
+  credentials and the db are the master's; sentinels that want a password of their own get
+  it as ``?sentinel_password=P`` (and ``sentinel_username=U``). A sentinel's port defaults
+  to 26379.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 #: The original plugin's default server, when an action names none.
 DEFAULT_ADDRESS: Final = "127.0.0.1:6379"
 DEFAULT_PORT: Final = 6379
+#: Redis Sentinel's own default port.
+DEFAULT_SENTINEL_PORT: Final = 26379
+SENTINEL_SCHEME: Final = "redis-sentinel://"
 
 
 class AddressError(ValueError):
@@ -36,7 +44,7 @@ class AddressError(ValueError):
 class RedisAddress:
     """Where a Redis server is, and how to log in. ``key`` identifies a shared connection."""
 
-    kind: str  # "tcp", "tls", "unix" or "cluster"
+    kind: str  # "tcp", "tls", "unix", "cluster" or "sentinel"
     host: str = ""
     port: int = 0
     path: str = ""
@@ -45,13 +53,28 @@ class RedisAddress:
     db: int | None = None
     #: ``redis-cluster://`` seed nodes, ``(host, port)``; ``path`` holds them as text.
     seeds: tuple[tuple[str, int], ...] = ()
+    #: kind "sentinel": the sentinels, in the order they are asked, and the master's name.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str = ""
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     @property
     def key(self) -> tuple[object, ...]:
-        """Subscriber connections are shared per key; the db does not matter to pub/sub."""
+        """Subscriber connections are shared per key; the db does not matter to pub/sub.
+        A Sentinel address is the same Redis whichever master is current, and whatever
+        order its sentinels are written in."""
+        if self.kind == "sentinel":
+            return (
+                self.kind, tuple(sorted((h.lower(), p) for h, p in self.sentinels)),
+                self.master_name, self.username, self.password,
+                self.sentinel_username, self.sentinel_password,
+            )
         return (self.kind, self.host.lower(), self.port, self.path, self.username, self.password)
 
     def __str__(self) -> str:
+        if self.kind == "sentinel":
+            return f"{SENTINEL_SCHEME}{_hosts(self.sentinels)}/{quote(self.master_name, safe='')}"
         if self.kind == "unix":
             return self.path
         if self.kind == "cluster":
@@ -63,6 +86,8 @@ class RedisAddress:
     @property
     def url(self) -> str:
         """A ``redis://``/``rediss://``/``unix://`` URL (for mules' ``REDIS_URL``)."""
+        if self.kind == "sentinel":
+            return _sentinel_url(self)
         auth = ""
         if self.password is not None:
             auth = f"{self.username or ''}:{self.password}@"
@@ -109,6 +134,8 @@ def parse_address(text: str) -> RedisAddress:
     lowered = text.lower()
     if lowered.startswith("redis-cluster://"):
         return _parse_cluster(text)
+    if lowered.startswith(SENTINEL_SCHEME):
+        return _parse_sentinel(text)
     if lowered.startswith(("redis://", "rediss://")):
         parts = urlsplit(text)
         if not parts.hostname:
@@ -193,3 +220,86 @@ def _parse_cluster(text: str) -> RedisAddress:
     shown = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in seeds)
     return RedisAddress(kind="cluster", path=shown, username=username, password=password,
                         seeds=tuple(seeds))
+
+
+def _sentinel_url(a: RedisAddress) -> str:
+    auth = ""
+    if a.password is not None:
+        auth = f"{quote(a.username or '', safe='')}:{quote(a.password, safe='')}@"
+    elif a.username is not None:
+        auth = f"{quote(a.username, safe='')}@"
+    db = f"/{a.db}" if a.db is not None else ""
+    query = urlencode([
+        (k, v) for k, v in (
+            ("sentinel_username", a.sentinel_username),
+            ("sentinel_password", a.sentinel_password),
+        ) if v is not None
+    ])
+    name = quote(a.master_name, safe="")
+    return (
+        f"{SENTINEL_SCHEME}{auth}{_hosts(a.sentinels)}/{name}{db}{'?' if query else ''}{query}"
+    )
+
+
+def _hosts(hosts: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in hosts)
+
+
+_SENTINEL_QUERY: Final = frozenset({"sentinel_username", "sentinel_password"})
+
+
+def _parse_sentinel(original: str) -> RedisAddress:
+    """``redis-sentinel://[[user]:password@]h1[:p1][,h2[:p2]...]/MASTER[/db][?query]``.
+
+    Written by hand: ``urlsplit`` reads one host and port, and a list of them is the point.
+    """
+    expected = "expected redis-sentinel://host:port[,host:port...]/MASTER[/db]"
+    rest, _, query_text = original[len(SENTINEL_SCHEME) :].partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts_text = netloc.rpartition("@")
+    user, colon, secret = userinfo.partition(":")
+    username = unquote(user) or None
+    password = unquote(secret) if colon else None
+    sentinels = []
+    for item in hosts_text.split(","):
+        if not item:
+            raise AddressError(f"empty sentinel in Redis address {original!r} ({expected})")
+        if item.startswith("["):
+            host, sep, port_text = item[1:].partition("]")
+            if not sep or (port_text and not port_text.startswith(":")):
+                raise AddressError(f"expected [IPv6]:port, got {item!r} in {original!r}")
+            port_text = port_text[1:]
+        else:
+            host, _, port_text = item.partition(":")
+            if ":" in port_text:
+                raise AddressError(f"write an IPv6 sentinel as [addr]:port in {original!r}")
+        if not host or any(c.isspace() for c in host):
+            raise AddressError(f"sentinel {item!r}: no host, in Redis address {original!r}")
+        port = _port(port_text, original) if port_text else DEFAULT_SENTINEL_PORT
+        sentinels.append((host, port))
+    name, _, db_text = path.partition("/")
+    name = unquote(name)
+    if not name:
+        raise AddressError(
+            f"no master name in Redis address {original!r} ({expected}; in a rule's "
+            "key=value list, write the commas between sentinels as \\,)"
+        )
+    if "/" in db_text:
+        raise AddressError(f"unexpected path after the db in Redis address {original!r}")
+    query = parse_qs(query_text, keep_blank_values=True)
+    unknown = sorted(set(query) - _SENTINEL_QUERY)
+    if unknown:
+        raise AddressError(
+            f"unknown parameter(s) {', '.join(unknown)} in Redis address {original!r} "
+            f"(known: {', '.join(sorted(_SENTINEL_QUERY))})"
+        )
+    return RedisAddress(
+        kind="sentinel",
+        username=username,
+        password=password,
+        db=_db(db_text, original),
+        sentinels=tuple(sentinels),
+        master_name=name,
+        sentinel_username=query.get("sentinel_username", [""])[0] or None,
+        sentinel_password=query.get("sentinel_password", [""])[0] or None,
+    )

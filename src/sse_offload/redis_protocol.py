@@ -22,6 +22,8 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.python.failure import Failure
 
 from .redis_address import RedisAddress
+from .resp import encode_command as encode_command  # the hub's, kept importable from here
+from .sentinel import sentinel_endpoint
 
 #: Connect timeout for a Redis server; a SYN to a dead host should not stall a retry for long.
 CONNECT_TIMEOUT: Final = 5.0
@@ -66,14 +68,6 @@ class ProtocolOwner(Protocol):
         SSUBSCRIBE in a cluster, or a command this server refused."""
 
     def log_failure(self, failure: Failure, why: str) -> None: ...
-
-
-def encode_command(*args: bytes) -> bytes:
-    """RESP2 encoding of one command; the hub writes (UN)SUBSCRIBE itself, one channel each."""
-    parts = [b"*%d\r\n" % len(args)]
-    for a in args:
-        parts.append(b"$%d\r\n%b\r\n" % (len(a), a))
-    return b"".join(parts)
 
 
 _CONFIRMATIONS: Final = (
@@ -212,10 +206,13 @@ class HubFactory(protocol.Factory):
 
 
 def client_endpoint(reactor: object, address: RedisAddress) -> IStreamClientEndpoint:
-    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate).
-    Raises ValueError for a cluster address: a cluster is reached through its nodes'."""
+    """A Twisted client endpoint for ``address`` (TLS verifies the server's certificate; a
+    Sentinel address connects to the master its sentinels name, sentinel.py). Raises
+    ValueError for a cluster address: a cluster is reached through its nodes'."""
     if address.kind == "cluster":
         raise ValueError(f"{address} is a Redis Cluster: connect to one of its nodes")
+    if address.kind == "sentinel":
+        return sentinel_endpoint(reactor, address, client_endpoint)
     if address.kind == "unix":
         return UNIXClientEndpoint(reactor, address.path, timeout=CONNECT_TIMEOUT)
     endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=CONNECT_TIMEOUT)

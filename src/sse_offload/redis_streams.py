@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from .events import ORIGIN, Position, parse_position, position_id
 from .redis_address import RedisAddress
 from .redis_link import REPLY_TIMEOUT, CommandProtocol, Link
+from .sentinel import sentinel_state
 
 #: XREAD blocks at most this long, so a dead reader connection is found (no PING can be
 #: sent on a blocked connection): a reply later than BLOCK + REPLY_TIMEOUT aborts it.
@@ -101,6 +102,7 @@ class StreamServer:
             "patterns": 0,
             "connections_made": sum(link.connections_made for link in links),
             "links": [link.describe() for link in links],
+            **sentinel_state(self.address),
         }
 
     def start(self) -> None:

@@ -27,6 +27,7 @@ from .options import ConfigurationError, Limits, StreamAccess
 from .processes.embedded_redis import EmbeddedRedis
 from .pubsub import Hub
 from .redis_address import AddressError, RedisAddress, parse_address
+from .sentinel_watch import show
 from .stream_auth import check_key
 from .tokens import TokenKey
 from .web import GatewayResource
@@ -336,7 +337,13 @@ class GatewayService(service.MultiService):
 
     def mule_environment(self) -> dict[str, str]:
         """REDIS_URL (a URL) and REDIS_SERVER (``host:port`` or a path, which Perl's Redis
-        module reads) for mules: docs/architecture.md, difference 14."""
+        module reads) for mules: docs/architecture.md, difference 14.
+
+        A Sentinel address has no one server: REDIS_URL is the ``redis-sentinel://`` URL,
+        with its parts in REDIS_SENTINELS (``host:port,...``) and REDIS_SENTINEL_MASTER,
+        and no REDIS_SERVER. The master's own URL would go stale at the first failover, and
+        a mule still publishing to the demoted master would not even get an error (a
+        replica takes PUBLISH, for its own subscribers only)."""
         if self.embedded is not None:
             return self.embedded.mule_environment()
         a = self.redis_address
@@ -347,6 +354,12 @@ class GatewayService(service.MultiService):
             node = node_address(a, a.seeds[0])
             return {"REDIS_URL": node.url, "REDIS_SERVER": f"{node.host}:{node.port}",
                     "REDIS_CLUSTER": a.url}
+        if a.kind == "sentinel":
+            return {
+                "REDIS_URL": a.url,
+                "REDIS_SENTINELS": ",".join(show(s) for s in a.sentinels),
+                "REDIS_SENTINEL_MASTER": a.master_name,
+            }
         server_text = f"{a.host}:{a.port}" if a.kind == "tls" else str(a)
         return {"REDIS_URL": a.url, "REDIS_SERVER": server_text}
 

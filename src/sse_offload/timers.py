@@ -1,4 +1,5 @@
-"""Twisted's delayed calls: cancelling one, and the backoff every retry loop here shares."""
+"""Timing shared by every owner of a timer or a retry loop: cancelling a delayed call, and
+the reconnect backoff of every Redis connection (the hub's, the links', Sentinel's)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ outage limit applies to channels that wait too long.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from twisted.internet import defer
@@ -37,7 +37,14 @@ from .cluster_outages import Waiting
 from .cluster_probe import MapRefresher, NotACluster, node_address
 from .cluster_state import describe
 from .cluster_topology import NodeKey, Topology, keyslot, node_text, parse_redirect
-from .hub_types import HubContext, NodeConnection, NodeOwner, Subscription, show_channel
+from .hub_types import (
+    HubContext,
+    NodeConnection,
+    NodeOwner,
+    Subscription,
+    SubscriptionTable,
+    show_channel,
+)
 from .redis_address import RedisAddress
 from .redis_protocol import CHANNEL, PATTERN, SHARDED
 
@@ -45,7 +52,7 @@ from .redis_protocol import CHANNEL, PATTERN, SHARDED
 MOVES_SHOWN: Final = 5
 
 
-class ClusterConnection:
+class ClusterConnection(SubscriptionTable):
     """A Redis Cluster: its slot map, a subscriber connection per node it needs, and every
     channel, pattern and sharded channel streams listen to (module docstring)."""
 
@@ -106,34 +113,16 @@ class ClusterConnection:
         return d.addCallback(lambda _: None)
 
     # --- channels -----------------------------------------------------------------------
-    def subscriptions(self, kind: str) -> dict[bytes, Subscription]:
-        """What the cluster holds of ``kind``, by name."""
-        return self.channels if kind == CHANNEL else self.patterns if kind == PATTERN else (
-            self.sharded)
+    def refuses(self, kind: str, channel: bytes) -> bool:
+        """Past the outage limit, a channel whose node is away turns new listeners away."""
+        return self.waiting.expired and not self._servable(kind, channel)
 
-    def add(self, channel: bytes, listener: object, kind: str = CHANNEL) -> bool:
-        """``listener`` joins ``channel`` of ``kind``; the first one subscribes it where it
-        belongs. False: its node has been away past the outage limit."""
-        if self.waiting.expired and not self._servable(kind, channel):
-            return False
-        subs = self.subscriptions(kind)
-        sub = subs.get(channel)
-        if sub is None:
-            sub = subs[channel] = self.hub.subscription(channel)
-            self._place(kind, channel)
-        sub.add(listener)
-        return True
+    def first_joined(self, kind: str, channel: bytes) -> None:
+        """Subscribe ``channel`` where it belongs."""
+        self._place(kind, channel)
 
-    def remove(self, channel: bytes, listener: object, kind: str = CHANNEL) -> None:
-        """``listener`` leaves ``channel``, unsubscribed when it was the last."""
-        subs = self.subscriptions(kind)
-        sub = subs.get(channel)
-        if sub is None:
-            return
-        sub.remove(listener)
-        if sub:
-            return
-        del subs[channel]
+    def last_left(self, kind: str, channel: bytes) -> None:
+        """Unsubscribe ``channel`` where it is held (a node left holding nothing closes)."""
         self.waiting.forget((kind, channel))
         if kind == SHARDED:
             self._slots.pop(channel, None)
@@ -145,12 +134,6 @@ class ClusterConnection:
                 self._drop_if_idle(key)  # type: ignore[arg-type]
         elif self.classic is not None:
             self.nodes[self.classic].unsubscribe(channel, kind)
-
-    def listeners(self) -> Iterator[Any]:
-        """Every listener of every channel, pattern and sharded channel."""
-        for subs in (self.channels, self.patterns, self.sharded):
-            for sub in subs.values():
-                yield from sub.listeners()
 
     def owner(self, channel: bytes) -> NodeKey | None:
         """The master of ``channel``'s slot, as the map says (None: no map, or no owner)."""

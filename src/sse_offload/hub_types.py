@@ -10,11 +10,13 @@ hub, so that cluster.py need not import pubsub.py, which holds it.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+
+from .redis_protocol import CHANNEL, KINDS, PATTERN
 
 
 class Subscription(Protocol):
@@ -50,6 +52,64 @@ class HubEvents(Protocol):
 
     def redis_expired(self, server: Listened) -> None:
         """``server`` has been unreachable for longer than the hub's ``outage_limit``."""
+
+
+class SubscriptionTable:
+    """What a hub server holds, by kind (redis_protocol's CHANNEL, PATTERN, SHARDED) and
+    name, refcounted by listeners: a name's first listener subscribes it
+    (:meth:`first_joined`), its last one to leave unsubscribes it (:meth:`last_left`). One
+    server's connection (pubsub.py) and a cluster (cluster.py) say what those mean."""
+
+    hub: HubContext
+    channels: dict[bytes, Subscription]
+    patterns: dict[bytes, Subscription]
+    sharded: dict[bytes, Subscription]
+
+    def subscriptions(self, kind: str) -> dict[bytes, Subscription]:
+        """What is held of ``kind``, by name."""
+        return self.channels if kind == CHANNEL else self.patterns if kind == PATTERN else (
+            self.sharded)
+
+    def refuses(self, kind: str, channel: bytes) -> bool:
+        """Whether a new listener of ``channel`` is turned away (its server has been
+        unreachable past the outage limit: a new stream does not wait either)."""
+        return False
+
+    def first_joined(self, kind: str, channel: bytes) -> None:
+        """``channel`` has its first listener: subscribe it."""
+
+    def last_left(self, kind: str, channel: bytes) -> None:
+        """``channel``'s last listener left (it is no longer held): unsubscribe it."""
+
+    def add(self, channel: bytes, listener: object, kind: str = CHANNEL) -> bool:
+        """``listener`` joins ``channel`` of ``kind``. False: it was not added
+        (:meth:`refuses`)."""
+        if self.refuses(kind, channel):
+            return False
+        subs = self.subscriptions(kind)
+        sub = subs.get(channel)
+        if sub is None:
+            sub = subs[channel] = self.hub.subscription(channel)
+            self.first_joined(kind, channel)
+        sub.add(listener)
+        return True
+
+    def remove(self, channel: bytes, listener: object, kind: str = CHANNEL) -> None:
+        """``listener`` leaves ``channel`` of ``kind``."""
+        subs = self.subscriptions(kind)
+        sub = subs.get(channel)
+        if sub is None:
+            return
+        sub.remove(listener)
+        if not sub:
+            del subs[channel]
+            self.last_left(kind, channel)
+
+    def listeners(self) -> Iterator[Any]:
+        """Every listener of every channel, pattern and sharded channel held."""
+        for kind in KINDS:
+            for sub in self.subscriptions(kind).values():
+                yield from sub.listeners()
 
 
 class NodeOwner(Protocol):

@@ -30,7 +30,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .cluster import ClusterConnection
-from .hub_types import HubEvents, NodeOwner, NoEvents, Subscription, no_subscriptions, show_channel
+from .hub_types import (
+    HubEvents,
+    NodeOwner,
+    NoEvents,
+    Subscription,
+    SubscriptionTable,
+    no_subscriptions,
+    show_channel,
+)
 from .redis_address import RedisAddress
 from .redis_protocol import (
     CHANNEL,
@@ -57,7 +65,7 @@ DEFAULT_MAX_MESSAGE: Final = 1 << 20
 PING_TIMEOUT: Final = 5.0
 
 
-class RedisServerConnection:
+class RedisServerConnection(SubscriptionTable):
     """One Redis server: its subscriber connection, retry loop and channels.
 
     As one node of a Redis Cluster (``cluster`` set) it holds what the cluster gives it, and
@@ -270,38 +278,16 @@ class RedisServerConnection:
         self.log.failure("{why} ({server})", failure, why=why, server=self)
 
     # --- channels ----------------------------------------------------------------------
-    def subscriptions(self, kind: str) -> dict[bytes, Subscription]:
-        """What this connection holds of ``kind`` (redis_protocol's CHANNEL, PATTERN or
-        SHARDED), by name."""
-        return self.channels if kind == CHANNEL else self.patterns if kind == PATTERN else (
-            self.sharded)
+    def refuses(self, kind: str, channel: bytes) -> bool:
+        """Past the outage limit a new listener is turned away: a new stream does not wait."""
+        return self._expired
 
-    def add(self, channel: bytes, listener: object, kind: str = CHANNEL) -> bool:
-        """``listener`` joins ``channel`` of ``kind`` (a channel, a glob pattern or a
-        sharded channel), which is subscribed when it is the first. False: it was not added,
-        the server has been unreachable for longer than the outage limit (a new stream does
-        not wait either)."""
-        if self._expired:
-            return False
-        subs = self.subscriptions(kind)
-        sub = subs.get(channel)
-        if sub is None:
-            sub = subs[channel] = self.hub.subscription(channel)
-            self.subscribe(channel, kind)
-        sub.add(listener)
-        return True
+    def first_joined(self, kind: str, channel: bytes) -> None:
+        self.subscribe(channel, kind)
 
-    def remove(self, channel: bytes, listener: object, kind: str = CHANNEL) -> None:
-        """``listener`` leaves ``channel``, which is unsubscribed when it was the last."""
-        subs = self.subscriptions(kind)
-        sub = subs.get(channel)
-        if sub is None:
-            return
-        sub.remove(listener)
-        if not sub:
-            del subs[channel]
-            # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
-            self.unsubscribe(channel, kind)
+    def last_left(self, kind: str, channel: bytes) -> None:
+        # Redis executes commands in order: a later SUBSCRIBE for the same channel wins.
+        self.unsubscribe(channel, kind)
 
     def subscribe(self, channel: bytes, kind: str) -> None:
         """Write the subscribe command of ``kind`` for ``channel``, if connected (else the
@@ -362,12 +348,6 @@ class RedisServerConnection:
             sub = channels.get(name)
             if sub is not None:
                 sub.deliver(payloads)
-
-    def listeners(self) -> Iterator[Any]:
-        """Every listener of every channel and pattern of this server."""
-        for kind in (CHANNEL, PATTERN, SHARDED):
-            for sub in self.subscriptions(kind).values():
-                yield from sub.listeners()
 
 
 #: What the hub holds per address: one server's connection, or a cluster's.

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redis_helpers import RedisServer, RespClient, free_port, wait_for
+from redis_helpers import RedisServer, RespClient, call_once, free_port, wait_for
 
 #: A failed master is noticed after this long (ms), then its replica takes over within about
 #: another second: small, so that a failover test takes seconds, not the 15 s default.
@@ -68,11 +68,7 @@ class ClusterNode:
         return self.server.client()
 
     def call(self, *args):
-        c = self.client()
-        try:
-            return c.call(*args)
-        finally:
-            c.close()
+        return call_once(self.client, *args)
 
 
 @dataclass

@@ -175,6 +175,15 @@ class RespClient:
         return list(self.call("PUBSUB", "CHANNELS"))
 
 
+def call_once(connect: Callable[[], RespClient], *args):
+    """One command on a connection of its own from ``connect()``, closed after: its reply."""
+    client = connect()
+    try:
+        return client.call(*args)
+    finally:
+        client.close()
+
+
 def answers_ping(connect: Callable[[], RespClient]) -> bool:
     """True if a client from ``connect()`` gets PONG; False if it cannot connect or is cut off."""
     try:

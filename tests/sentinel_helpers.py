@@ -30,6 +30,7 @@ from redis_helpers import (
     RedisServer,
     RespClient,
     answers_ping,
+    call_once,
     encode_command,
     free_port,
     redis_binary,
@@ -89,11 +90,7 @@ class SentinelProcess:
         return RespClient.tcp(self.port)
 
     def call(self, *args):
-        c = self.client()
-        try:
-            return c.call(*args)
-        finally:
-            c.close()
+        return call_once(self.client, *args)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None:

@@ -42,7 +42,8 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` now."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -112,7 +113,7 @@ class GatewayProcess:
             raise AssertionError(
                 f"gateway exited with {self.proc.returncode}:\n{out}\n{self.log()}"
             )
-        return _port_open(self.port)
+        return port_open(self.port)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

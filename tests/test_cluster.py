@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import jwt
 import pytest
 
 from cluster_helpers import RedisCluster, redis7_binaries
-from gateway_helpers import GatewayProcess
+from gateway_helpers import GatewayProcess, port_open
 from redis_helpers import RedisServer, free_port, http_get, wait_for, wait_for_http
 from sse_client import SSEClient
 from sse_offload.answers import CLUSTER_STREAMS, stream_target
@@ -168,19 +167,12 @@ def _post(port: int, path: str, body: dict) -> tuple[int, dict]:
     return response.status, answer
 
 
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
 
 def test_the_publish_endpoint_publishes_to_a_cluster(
     gateway: GatewayProcess, redis_cluster: RedisCluster
 ) -> None:
     port = gateway.publish_port  # type: ignore[attr-defined]
-    wait_for(lambda: _listening(port), timeout=20, what="the publish listener")
+    wait_for(lambda: port_open(port), timeout=20, what="the publish listener")
     sharded, classic = stream(gateway, "/s/orders"), stream(gateway, "/c/prices")
     wait_subscribed(redis_cluster, "orders")
     wait_classic(redis_cluster, "prices")

@@ -21,7 +21,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web import http, server
 from twisted.web.resource import Resource
 
-from gateway_helpers import _port_open, wait_for, wait_numsub
+from gateway_helpers import port_open, wait_for, wait_numsub
 from sse_client import SSEClient
 from sse_offload.front import http_date
 from sse_offload.http_vars import head_vars, parse_head, request_vars
@@ -297,7 +297,7 @@ def test_tls_connections_go_to_twisted_web(gateway_factory, redis_server, redis,
         RULES, redis=redis_server.address,
         args=("--listen", f"ssl:{tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"),
     ).start()
-    wait_for(lambda: _port_open(tls_port), what="the TLS listener")
+    wait_for(lambda: port_open(tls_port), what="the TLS listener")
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE

@@ -17,7 +17,7 @@ from typing import Any
 import jwt
 import pytest
 
-from gateway_helpers import GatewayProcess
+from gateway_helpers import GatewayProcess, port_open
 from redis_helpers import free_port, wait_for
 from sse_client import SSEClient
 from sse_offload.publish import PUBLISH_TIMEOUT
@@ -51,17 +51,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, redis_server):
     )
     gw.start()
     gw.publish_port = publish_port  # type: ignore[attr-defined]
-    wait_for(lambda: _open(publish_port), timeout=20, what="the publish listener")
+    wait_for(lambda: port_open(publish_port), timeout=20, what="the publish listener")
     yield gw
     gw.stop()
 
-
-def _open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
 
 
 def post(
@@ -272,7 +265,7 @@ def test_redis_down_is_503_not_a_hang(tmp_path, fresh_redis) -> None:
                         args=("--publish", str(port), "--publish-key", SECRET))
     gw.start()
     try:
-        wait_for(lambda: _open(port), timeout=20, what="the publish listener")
+        wait_for(lambda: port_open(port), timeout=20, what="the publish listener")
         good = token(["*"])
         wait_for(lambda: post(port, "/publish/up", {"data": "x"}, bearer=good)[0] == 200,
                  timeout=20, what="a first publish")
@@ -318,7 +311,7 @@ def test_one_endpoint_in_the_master_with_workers_and_embedded_redis(tmp_path) ->
     )
     gw.start()
     try:
-        wait_for(lambda: _open(port), timeout=30, what="the publish listener")
+        wait_for(lambda: port_open(port), timeout=30, what="the publish listener")
         clients = [SSEClient(gw.port, "/ch/multi") for _ in range(4)]
         for client in clients:
             assert client.read_head() == 200
